@@ -1,0 +1,12 @@
+//! lklfuse-rs: the Linux kernel's own filesystem code, running inside this
+//! process, served to the host through FUSE.
+//!
+//! ```text
+//!  host program ──► lkl::sys (typed syscalls) ──► lkl_syscall ──► Linux 6.12 (kernel/arch/lklrs)
+//!                                                                   │  host services
+//!  lkl::host_ops  ◄─────────────────────────────────────────────────┘  (threads, time, memory)
+//! ```
+//!
+//! `lkl` is the only module that talks to the kernel object; all FFI lives there.
+
+pub mod lkl;

@@ -1,0 +1,1 @@
+//! The safe Rust face of the in-process Linux kernel.
