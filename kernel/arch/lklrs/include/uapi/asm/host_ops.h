@@ -39,7 +39,8 @@ typedef unsigned long lkl_thread_t;
  * @mutex_lock: lock
  * @mutex_unlock: unlock (always from the locking thread)
  * @thread_create: start a host thread running fn(arg); returns 0 on failure.
- *	The thread ends when fn returns.
+ *	The value returned must equal what thread_self() returns inside the
+ *	new thread. The thread ends when fn returns.
  * @thread_join: wait for a thread created by thread_create to end
  * @thread_self: handle of the calling thread (any thread, not only ours)
  * @tls_alloc: thread-specific slot whose destructor runs when a thread that

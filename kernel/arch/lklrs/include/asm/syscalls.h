@@ -1,0 +1,10 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef _ASM_LKLRS_SYSCALLS_H
+#define _ASM_LKLRS_SYSCALLS_H
+
+#include <asm-generic/syscalls.h>
+
+typedef long (*lkl_syscall_fn)(long, long, long, long, long, long);
+extern const lkl_syscall_fn lkl_syscall_table[];
+
+#endif /* _ASM_LKLRS_SYSCALLS_H */

@@ -1,0 +1,184 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The one virtual CPU.
+ *
+ * Exactly one host thread runs kernel code at a time: the CPU's owner. A
+ * host thread becomes the owner by calling in (system call, interrupt from a
+ * device or timer thread), or by being handed the CPU in __switch_to() when
+ * the scheduler picks the task it runs. This is not a plain mutex: it is
+ * taken in one thread and handed to another on every context switch, the
+ * owner may take it again (an interrupt raised from inside the kernel), and
+ * interrupts raised while someone else owns it must run before it is let go.
+ *
+ * The fields are protected by a host mutex held only for a few instructions;
+ * threads that want the CPU while it is owned wait on a host semaphore.
+ */
+#include <linux/errno.h>
+#include <linux/sched.h>
+#include <linux/sched/stat.h>
+#include <asm/host.h>
+
+#include "lkl.h"
+
+static struct {
+	struct lkl_mutex *lock;
+	lkl_thread_t owner;		/* 0 when nobody runs kernel code */
+	unsigned int count;		/* the owner's nesting depth */
+	unsigned int sleepers;		/* threads waiting for the CPU */
+	struct lkl_sem *sleep_sem;
+	bool irqs_pending;		/* raised while owned by another thread */
+	bool shutdown;			/* halted: nobody may enter any more */
+} cpu;
+
+int lkl_cpu_init(void)
+{
+	cpu.lock = lkl_ops.mutex_alloc();
+	cpu.sleep_sem = lkl_ops.sem_alloc(0);
+	if (!cpu.lock || !cpu.sleep_sem)
+		return -ENOMEM;
+	return 0;
+}
+
+/**
+ * lkl_cpu_get - make the calling host thread the CPU's owner
+ *
+ * Waits while another thread owns it. Returns 0, or -ESHUTDOWN once the
+ * kernel has been halted.
+ */
+int lkl_cpu_get(void)
+{
+	lkl_thread_t self = lkl_ops.thread_self();
+
+	lkl_ops.mutex_lock(cpu.lock);
+	while (!cpu.shutdown && cpu.owner && cpu.owner != self) {
+		cpu.sleepers++;
+		lkl_ops.mutex_unlock(cpu.lock);
+		lkl_ops.sem_down(cpu.sleep_sem);
+		lkl_ops.mutex_lock(cpu.lock);
+	}
+	if (cpu.shutdown) {
+		lkl_ops.mutex_unlock(cpu.lock);
+		return -ESHUTDOWN;
+	}
+	cpu.owner = self;
+	cpu.count++;
+	lkl_ops.mutex_unlock(cpu.lock);
+	return 0;
+}
+
+/**
+ * lkl_cpu_try_get - take the CPU only if nobody else owns it
+ *
+ * Used to deliver interrupts from host threads. If another thread owns the
+ * CPU, the interrupt is left for the owner to run before it lets go.
+ * Returns 1 if the caller now owns the CPU, 0 if not, -ESHUTDOWN if halted.
+ */
+int lkl_cpu_try_get(void)
+{
+	lkl_thread_t self = lkl_ops.thread_self();
+	int ret = 1;
+
+	lkl_ops.mutex_lock(cpu.lock);
+	if (cpu.shutdown) {
+		ret = -ESHUTDOWN;
+	} else if (cpu.owner && cpu.owner != self) {
+		cpu.irqs_pending = true;
+		ret = 0;
+	} else {
+		cpu.owner = self;
+		cpu.count++;
+	}
+	lkl_ops.mutex_unlock(cpu.lock);
+	return ret;
+}
+
+/*
+ * Before the outermost owner lets go: run interrupts that other threads
+ * raised meanwhile, then let runnable kernel tasks (woken by those
+ * interrupts, or by the system call itself) run before the host thread
+ * returns to its own code. Returns true with cpu.lock held if the caller
+ * still owns the CPU, false if the CPU was handed to another task.
+ */
+static bool lkl_cpu_drain(void)
+{
+	for (;;) {
+		lkl_ops.mutex_lock(cpu.lock);
+		if (cpu.count != 1 || cpu.shutdown)
+			return true;
+
+		if ((cpu.irqs_pending || lkl_irqs_pending()) &&
+		    lkl_irqs_enabled()) {
+			cpu.irqs_pending = false;
+			lkl_ops.mutex_unlock(cpu.lock);
+			lkl_run_irqs();
+			continue;
+		}
+
+		if ((current->thread.flags & LKL_TASK_HOST) &&
+		    !single_task_running()) {
+			lkl_ops.mutex_unlock(cpu.lock);
+			if (lkl_sched_leave())
+				return false;
+			continue;
+		}
+		return true;
+	}
+}
+
+/**
+ * lkl_cpu_put - undo one lkl_cpu_get() or successful lkl_cpu_try_get()
+ */
+void lkl_cpu_put(void)
+{
+	if (!lkl_cpu_drain())
+		return;
+
+	if (--cpu.count == 0) {
+		cpu.owner = 0;
+		if (cpu.sleepers) {
+			cpu.sleepers--;
+			lkl_ops.sem_up(cpu.sleep_sem);
+		}
+	}
+	lkl_ops.mutex_unlock(cpu.lock);
+}
+
+/**
+ * lkl_cpu_change_owner - hand the CPU to the host thread of the next task
+ *
+ * Called by __switch_to() on the current owner's thread; the nesting depth
+ * (always 1 inside the scheduler) carries over.
+ */
+void lkl_cpu_change_owner(lkl_thread_t owner)
+{
+	lkl_ops.mutex_lock(cpu.lock);
+	cpu.owner = owner;
+	lkl_ops.mutex_unlock(cpu.lock);
+}
+
+/**
+ * lkl_cpu_shutdown - close the CPU for good
+ *
+ * The caller keeps owning it; every waiting and future caller gets
+ * -ESHUTDOWN, and interrupts raised from host threads are dropped.
+ */
+void lkl_cpu_shutdown(void)
+{
+	lkl_ops.mutex_lock(cpu.lock);
+	cpu.shutdown = true;
+	while (cpu.sleepers) {
+		cpu.sleepers--;
+		lkl_ops.sem_up(cpu.sleep_sem);
+	}
+	lkl_ops.mutex_unlock(cpu.lock);
+}
+
+bool lkl_cpu_is_shut_down(void)
+{
+	bool down;
+
+	lkl_ops.mutex_lock(cpu.lock);
+	down = cpu.shutdown;
+	lkl_ops.mutex_unlock(cpu.lock);
+	return down;
+}
