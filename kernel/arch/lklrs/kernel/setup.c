@@ -11,8 +11,8 @@
  */
 #include <linux/binfmts.h>
 #include <linux/init.h>
+#include <linux/file.h>
 #include <linux/fs.h>
-#include <linux/init_syscalls.h>
 #include <linux/module.h>
 #include <linux/panic_notifier.h>
 #include <linux/reboot.h>
@@ -20,6 +20,7 @@
 #include <linux/sched/task.h>
 #include <linux/start_kernel.h>
 #include <linux/string.h>
+#include <linux/task_work.h>
 #include <asm/host.h>
 #include <asm/setup.h>
 
@@ -115,11 +116,15 @@ static struct linux_binfmt lkl_init_binfmt = {
 
 static int __init lkl_init_setup(void)
 {
-	int ret;
+	struct file *file;
 
-	ret = init_mknod("/init", S_IFREG | 0700, 0);
-	if (ret)
-		return ret;
+	file = filp_open("/init", O_CREAT | O_EXCL | O_WRONLY, 0700);
+	if (IS_ERR(file))
+		return PTR_ERR(file);
+	fput(file);
+	/* Close it now, not on a return to user space that never comes. */
+	task_work_run();
+
 	register_binfmt(&lkl_init_binfmt);
 	return 0;
 }
