@@ -10,3 +10,8 @@
 //! `lkl` is the only module that talks to the kernel object; all FFI lives there.
 
 pub mod lkl;
+
+/// Where the kernel this crate links was built (from build.rs).
+pub mod build_info {
+    include!(concat!(env!("OUT_DIR"), "/build_info.rs"));
+}
