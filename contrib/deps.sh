@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   linux-source-6.12            # the kernel we compile into the process
-  build-essential bc flex bison libelf-dev libssl-dev xz-utils
+  build-essential bc flex bison libelf-dev libssl-dev xz-utils rsync perl patch
   libclang-dev clang           # bindgen
   fuse3 libfuse3-dev pkg-config
   e2fsprogs
