@@ -82,6 +82,18 @@ pub(crate) fn tracing_level(level: u8) -> tracing::Level {
     }
 }
 
+/// The kernel announces every power-off at emergency level ("reboot: Power
+/// down"); for a library kernel that is the normal end of `halt`, not an error.
+const ROUTINE_EMERGENCIES: &[&str] = &["reboot: Power down"];
+
+/// The `tracing` level for a record, after demoting routine emergencies.
+pub(crate) fn effective_level(r: &Record<'_>) -> tracing::Level {
+    if ROUTINE_EMERGENCIES.contains(&r.message) {
+        return tracing::Level::INFO;
+    }
+    tracing_level(r.level)
+}
+
 /// Emits one console line as a `tracing` event.
 pub(crate) fn emit_line(line: &[u8]) {
     let line = String::from_utf8_lossy(line);
@@ -97,7 +109,7 @@ pub(crate) fn emit_line(line: &[u8]) {
         return;
     };
     let time = format!("{}.{:06}", r.usec / 1_000_000, r.usec % 1_000_000);
-    match tracing_level(r.level) {
+    match effective_level(&r) {
         tracing::Level::ERROR => {
             tracing::error!(target: "kernel", seq = r.seq, %time, "{}", r.message)
         }
@@ -195,6 +207,14 @@ mod tests {
         for (level, want) in want.into_iter().enumerate() {
             assert_eq!(tracing_level(level as u8), want, "level {level}");
         }
+    }
+
+    #[test]
+    fn power_off_is_routine() {
+        let r = parse_record("0,40,59028,-;reboot: Power down").expect("parses");
+        assert_eq!(effective_level(&r), tracing::Level::INFO);
+        let r = parse_record("0,41,59028,-;Kernel panic - not syncing").expect("parses");
+        assert_eq!(effective_level(&r), tracing::Level::ERROR);
     }
 
     #[test]

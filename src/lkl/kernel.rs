@@ -33,7 +33,7 @@ static BOOT_TIME: OnceLock<Duration> = OnceLock::new();
 /// Arguments always given to the kernel: a fixed loops-per-jiffy so boot skips delay-loop
 /// calibration, and a console level that passes only warnings and worse (the `print` op
 /// turns those into `tracing` events).
-pub const BASE_CMDLINE: &str = "lpj=1000000 loglevel=4";
+pub const BASE_CMDLINE: &str = "loglevel=4";
 
 /// How to boot the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -196,11 +196,11 @@ mod tests {
     #[test]
     fn command_line_assembly() {
         let mut o = BootOptions::default();
-        assert_eq!(command_line(&o, ""), "lpj=1000000 loglevel=4");
+        assert_eq!(command_line(&o, ""), "loglevel=4");
         o.cmdline = " quiet  ".into();
         assert_eq!(
             command_line(&o, "virtio_mmio.device=512@0x7f00000000000000:2"),
-            "lpj=1000000 loglevel=4 quiet virtio_mmio.device=512@0x7f00000000000000:2"
+            "loglevel=4 quiet virtio_mmio.device=512@0x7f00000000000000:2"
         );
     }
 

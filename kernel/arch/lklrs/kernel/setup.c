@@ -13,6 +13,8 @@
 #include <linux/init.h>
 #include <linux/file.h>
 #include <linux/fs.h>
+#include <linux/init_syscalls.h>
+#include <linux/kdev_t.h>
 #include <linux/module.h>
 #include <linux/panic_notifier.h>
 #include <linux/reboot.h>
@@ -114,9 +116,23 @@ static struct linux_binfmt lkl_init_binfmt = {
 	.load_binary	= lkl_load_init,
 };
 
+/*
+ * There is no terminal (TTY=n): point /dev/console at /dev/null so that
+ * init's standard descriptors open quietly instead of logging an error.
+ */
+static void __init lkl_console_to_null(void)
+{
+	init_unlink("/dev/console");
+	if (init_mknod("/dev/null", S_IFCHR | 0666, new_encode_dev(MKDEV(1, 3))) ||
+	    init_symlink("/dev/null", "/dev/console"))
+		pr_warn("lkl: cannot point /dev/console at /dev/null\n");
+}
+
 static int __init lkl_init_setup(void)
 {
 	struct file *file;
+
+	lkl_console_to_null();
 
 	file = filp_open("/init", O_CREAT | O_EXCL | O_WRONLY, 0700);
 	if (IS_ERR(file))
