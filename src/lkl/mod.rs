@@ -12,6 +12,8 @@
 //! | [`abi`] | pure kernel ↔ host translations of structs and flag words |
 //! | [`errno`] | [`Errno`]: kernel error numbers |
 //! | [`mmio`] | emulated device memory for virtio-mmio devices |
+//! | [`disk`] | image files as virtio-blk disks, mounted inside the kernel |
+//! | [`probe`] | filesystem type detection from superblock magics (read-only) |
 //!
 //! Two worlds, two vocabularies: "kernel" is the Linux running in this process, "host" the
 //! real OS. Values valid in one world only carry it in their type ([`KernelFd`] is not an
@@ -26,11 +28,13 @@
 pub mod abi;
 pub mod bindings;
 mod console;
+// pub mod disk;
 pub mod errno;
 pub mod fd;
 mod host_ops;
 pub mod kernel;
 pub mod mmio;
+pub mod probe;
 mod sync;
 pub mod sys;
 mod timer;

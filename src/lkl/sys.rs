@@ -890,6 +890,18 @@ pub fn uname() -> Result<NewUtsname, Errno> {
     Ok(u)
 }
 
+/// `ioctl(BLKROSET)`: makes a kernel block device read-only (or writable
+/// again), below any filesystem on it.
+pub fn ioctl_blkroset(fd: impl AsKernelFd, read_only: bool) -> Result<(), Errno> {
+    /// `_IO(0x12, 93)` from `include/uapi/linux/fs.h`.
+    const BLKROSET: i64 = 0x125D;
+    let flag: i32 = read_only.into();
+    let args = [fdarg(fd), BLKROSET, ptr(&flag), 0, 0, 0];
+    // SAFETY: BLKROSET reads one int through the pointer, which points at
+    // `flag` for the duration of the call.
+    to_unit(unsafe { syscall6(nr(b::__NR_ioctl), args) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
