@@ -25,10 +25,29 @@ static struct {
 	lkl_thread_t owner;		/* 0 when nobody runs kernel code */
 	unsigned int count;		/* the owner's nesting depth */
 	unsigned int sleepers;		/* threads waiting for the CPU */
+	unsigned int spinners;		/* threads polling for it (0 or 1) */
 	struct lkl_sem *sleep_sem;
 	bool irqs_pending;		/* raised while owned by another thread */
 	bool shutdown;			/* halted: nobody may enter any more */
 } cpu;
+
+/* About 10 us of polling on current x86 parts. */
+#define LKL_CPU_SPINS	2000
+
+static void lkl_cpu_spin_until_free(void)
+{
+	int i;
+
+	for (i = 0; i < LKL_CPU_SPINS; i++) {
+		if (!__atomic_load_n(&cpu.owner, __ATOMIC_RELAXED))
+			return;
+#if defined(__x86_64__) || defined(__i386__)
+		__builtin_ia32_pause();
+#else
+		barrier();
+#endif
+	}
+}
 
 int lkl_cpu_init(void)
 {
@@ -48,13 +67,29 @@ int lkl_cpu_init(void)
 int lkl_cpu_get(void)
 {
 	lkl_thread_t self = lkl_ops.thread_self();
+	bool spun = false;
 
 	lkl_ops.mutex_lock(cpu.lock);
 	while (!cpu.shutdown && cpu.owner && cpu.owner != self) {
+		/*
+		 * Most calls hold the CPU for a microsecond or less: one
+		 * waiter at a time spins briefly rather than paying for a host
+		 * sleep and wake-up (several microseconds each).
+		 */
+		if (!spun && !cpu.spinners) {
+			spun = true;
+			cpu.spinners++;
+			lkl_ops.mutex_unlock(cpu.lock);
+			lkl_cpu_spin_until_free();
+			lkl_ops.mutex_lock(cpu.lock);
+			cpu.spinners--;
+			continue;
+		}
 		cpu.sleepers++;
 		lkl_ops.mutex_unlock(cpu.lock);
 		lkl_ops.sem_down(cpu.sleep_sem);
 		lkl_ops.mutex_lock(cpu.lock);
+		spun = false;	/* woken: worth one more spin */
 	}
 	if (cpu.shutdown) {
 		lkl_ops.mutex_unlock(cpu.lock);
@@ -135,7 +170,8 @@ void lkl_cpu_put(void)
 
 	if (--cpu.count == 0) {
 		cpu.owner = 0;
-		if (cpu.sleepers) {
+		/* A spinner takes it at once; wake a sleeper only if none. */
+		if (cpu.sleepers && !cpu.spinners) {
 			cpu.sleepers--;
 			lkl_ops.sem_up(cpu.sleep_sem);
 		}
