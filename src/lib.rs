@@ -8,8 +8,11 @@
 //! ```
 //!
 //! `lkl` is the only module that talks to the kernel object; all FFI lives there.
+//! `virtio` holds the device models the kernel drives through MMIO (virtio-blk serving image
+//! files); its only `unsafe` code turns checked kernel addresses into host memory access.
 
 pub mod lkl;
+pub mod virtio;
 
 /// Where the kernel this crate links was built (from build.rs).
 pub mod build_info {

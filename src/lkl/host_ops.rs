@@ -22,7 +22,7 @@ use std::ffi::{c_char, c_int, c_ulong, c_ulonglong, c_void, CStr};
 use std::os::unix::thread::JoinHandleExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -368,8 +368,22 @@ unsafe extern "C" fn lklfuse_host_tls_get(key: *mut b::lkl_tls_key) -> *mut c_vo
 // ---------------------------------------------------------------------------------------------
 // Memory
 
+/// Kernel RAM as `(start, len)`: the first block `mem_alloc` handed out. The kernel asks for
+/// exactly one block, its RAM, at boot (`kernel/arch/lklrs/kernel/mem.c`). Once recorded the
+/// block stays mapped for the rest of the process (`mem_free` refuses it), so device models
+/// may keep addresses inside it.
+static KERNEL_RAM: OnceLock<(usize, usize)> = OnceLock::new();
+
+/// The kernel's RAM: host addresses the kernel uses as its physical (and virtual) addresses,
+/// e.g. in virtio descriptors. `None` before the kernel allocated it at boot. The range stays
+/// mapped until the process exits, even after halt.
+pub fn kernel_ram() -> Option<std::ops::Range<usize>> {
+    KERNEL_RAM.get().map(|&(start, len)| start..start + len)
+}
+
 /// `mem_alloc`: page-aligned, zero-filled anonymous memory (reserved lazily: pages the
-/// kernel never touches cost nothing). Null on failure.
+/// kernel never touches cost nothing). Null on failure. The first block is recorded as the
+/// kernel's RAM ([`kernel_ram`]).
 extern "C" fn lklfuse_host_mem_alloc(size: c_ulong) -> *mut c_void {
     let Ok(size) = usize::try_from(size) else {
         return std::ptr::null_mut();
@@ -397,6 +411,7 @@ extern "C" fn lklfuse_host_mem_alloc(size: c_ulong) -> *mut c_void {
         );
         return std::ptr::null_mut();
     }
+    let _ = KERNEL_RAM.set((p as usize, size));
     p
 }
 
@@ -404,6 +419,14 @@ extern "C" fn lklfuse_host_mem_alloc(size: c_ulong) -> *mut c_void {
 /// `addr`/`size` must describe a block from `mem_alloc` that nothing uses any more.
 unsafe extern "C" fn lklfuse_host_mem_free(addr: *mut c_void, size: c_ulong) {
     if addr.is_null() {
+        return;
+    }
+    if KERNEL_RAM
+        .get()
+        .is_some_and(|&(start, _)| start == addr as usize)
+    {
+        // Device models may still hold addresses inside it (see KERNEL_RAM).
+        tracing::warn!("not unmapping kernel RAM: it stays mapped until the process exits");
         return;
     }
     // SAFETY: per the contract the range is a mapping from mem_alloc that is no longer used.

@@ -140,16 +140,21 @@ pub fn sync_clock() -> Result<(), Errno> {
 }
 
 /// Raises interrupt `irq` (from any host thread, e.g. a device completing a request).
-/// `ESHUTDOWN` unless the kernel is running; `EINVAL` for a line outside the kernel's range.
+/// `ESHUTDOWN` unless the kernel is booting or running; `EINVAL` for a line outside the
+/// kernel's range.
 pub fn trigger_irq(irq: u32) -> Result<(), Errno> {
     if irq >= b::LKL_NR_IRQS as u32 {
         return Err(Errno::EINVAL);
     }
-    if !is_running() {
+    // Booting counts: virtio devices probed by initcalls complete their first requests (the
+    // partition scan) before boot returns, and boot waits for them.
+    if !matches!(STATE.load(Ordering::Acquire), BOOTING | RUNNING) {
         return Err(Errno::ESHUTDOWN);
     }
-    // SAFETY: the kernel is running and lkl_trigger_irq may be called from any thread at any
-    // time; `irq` is in range.
+    // SAFETY: the kernel was started and lkl_trigger_irq may be called from any thread at any
+    // time once its CPU exists; a device only completes (and interrupts) requests the running
+    // kernel sent, i.e. after that. After halt the kernel answers -ESHUTDOWN itself. `irq` is
+    // in range.
     let ret = unsafe { b::lkl_trigger_irq(irq as _) };
     Errno::from_ret(i64::from(ret)).map(|_| ())
 }

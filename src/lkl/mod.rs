@@ -28,7 +28,7 @@
 pub mod abi;
 pub mod bindings;
 mod console;
-// pub mod disk;
+pub mod disk;
 pub mod errno;
 pub mod fd;
 mod host_ops;
@@ -41,6 +41,6 @@ mod timer;
 
 pub use errno::Errno;
 pub use fd::{AsKernelFd, BorrowedKernelFd, KernelFd, CWD};
-pub use host_ops::set_panic_hook;
+pub use host_ops::{kernel_ram, set_panic_hook};
 pub use kernel::{boot, is_running, sync_clock, trigger_irq, BootError, BootOptions, Kernel};
 pub use mmio::{register_mmio, register_virtio_mmio, MmioDevice, MmioError, MmioRegion};
