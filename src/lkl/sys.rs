@@ -146,6 +146,7 @@ pub fn openat(
     flags: i32,
     mode: u32,
 ) -> Result<KernelFd, Errno> {
+    refuse_direct_io(i64::from(flags))?;
     let args = [
         fdarg(dirfd),
         cstr(path),
@@ -160,6 +161,7 @@ pub fn openat(
 
 /// `openat2(2)`: opens `path` with the extended `open_how` (kernel `O_*`/`RESOLVE_*` values).
 pub fn openat2(dirfd: impl AsKernelFd, path: &CStr, how: &b::open_how) -> Result<KernelFd, Errno> {
+    refuse_direct_io(how.flags as i64)?;
     let size = len(std::mem::size_of::<b::open_how>());
     let args = [fdarg(dirfd), cstr(path), ptr(how), size, 0, 0];
     // SAFETY: `path` is NUL-terminated; `how` is a readable `open_how` of the size passed.
@@ -822,6 +824,7 @@ pub fn fcntl_getfl(fd: impl AsKernelFd) -> Result<i32, Errno> {
 
 /// `fcntl(F_SETFL)`: sets the kernel `O_*` status flags (`O_APPEND`, `O_NONBLOCK`, ...).
 pub fn fcntl_setfl(fd: impl AsKernelFd, flags: i32) -> Result<(), Errno> {
+    refuse_direct_io(i64::from(flags))?;
     let args = [fdarg(fd), b::F_SETFL as i64, i64::from(flags), 0, 0, 0];
     // SAFETY: F_SETFL takes an integer, no pointer.
     to_unit(unsafe { syscall6(nr(b::__NR_fcntl), args) })
@@ -902,10 +905,26 @@ pub fn ioctl_blkroset(fd: impl AsKernelFd, read_only: bool) -> Result<(), Errno>
     to_unit(unsafe { syscall6(nr(b::__NR_ioctl), args) })
 }
 
+/// `O_DIRECT` makes the kernel pin the caller's pages (`get_user_pages`),
+/// which a no-MMU library kernel cannot do for host memory: it would fault
+/// inside the kernel and take the process down. Refuse it up front.
+fn refuse_direct_io(flags: i64) -> Result<(), Errno> {
+    if flags & i64::from(b::O_DIRECT) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::lkl::fd::CWD;
+
+    #[test]
+    fn direct_io_is_refused_before_the_kernel_sees_it() {
+        let flags = (b::O_RDONLY | b::O_DIRECT) as i32;
+        assert_eq!(openat(CWD, c"/x", flags, 0).unwrap_err(), Errno::EINVAL);
+    }
 
     #[test]
     fn path_conversion() {
