@@ -3,6 +3,8 @@
 //! process (cargo runs them one after another), so each gets a fresh kernel.
 #![allow(dead_code)]
 
+pub mod images;
+
 use std::ffi::CStr;
 use std::sync::mpsc;
 use std::sync::OnceLock;
