@@ -9,6 +9,9 @@ packages=(
   libclang-dev clang           # bindgen
   fuse3 libfuse3-dev pkg-config
   e2fsprogs
+  # filesystem tools the tests use to make and check reference images
+  xfsprogs btrfs-progs dosfstools mtools exfatprogs ntfs-3g xorriso genisoimage
+  udftools squashfs-tools erofs-utils f2fs-tools fdisk gdisk attr acl exfat-fuse
 )
 
 sudo=""
