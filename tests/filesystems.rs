@@ -422,7 +422,6 @@ fn squashfs_lz4() {
 }
 
 #[test]
-#[ignore = "known failure (issue 4): zstd workspace allocation fails intermittently (ENOMEM) in 64 MiB no-MMU RAM"]
 fn squashfs_zstd() {
     read_only_case("squashfs-zstd");
 }
@@ -433,7 +432,6 @@ fn erofs() {
 }
 
 #[test]
-#[ignore = "known failure (issue 4): CONFIG_EROFS_FS_ZIP is not enabled yet"]
 fn erofs_lz4() {
     read_only_case("erofs-lz4");
 }

@@ -67,6 +67,18 @@ fn file_round_trip_on_tmpfs() {
     sys::umount2(c"/tmpfs-rt", 0).expect("umount");
 }
 
+/// A descriptor handed to a wrapper by value stays open until the syscall has run
+/// (it is closed when the wrapper returns), so the call sees it and succeeds.
+#[test]
+fn owned_descriptor_passed_by_value_is_used_then_closed() {
+    kernel();
+    common::mkdir_p(c"/by-value");
+    let flags = (b::O_CREAT | b::O_RDWR) as i32;
+    let fd = sys::openat(lkl::CWD, c"/by-value/file", flags, 0o600).expect("create");
+    assert_eq!(sys::write(fd, b"kept open"), Ok(9));
+    assert_eq!(read_file(c"/by-value/file"), b"kept open");
+}
+
 /// Filesystems the kernel must have (kernel/config); tmpfs is the ramfs-based
 /// "tiny shmem" of no-MMU kernels, registered under the name tmpfs.
 const FILESYSTEMS: &[&str] = &[

@@ -496,7 +496,6 @@ fn ro_xfs_log_needs_recovery() {
 }
 
 #[test]
-#[ignore = "known failure (issue 4): disk.rs does not add rescue=nologreplay for read-only btrfs yet"]
 fn ro_btrfs_log_tree_needs_replay() {
     dirty_case("dirty-btrfs");
 }
@@ -592,7 +591,6 @@ fn ro_file_child() {
 /// While this process has the image attached (and mounted) read-write,
 /// another process cannot attach it read-write: a clear error, no corruption.
 #[test]
-#[ignore = "known failure (issue 4): exclusive image lock not implemented yet"]
 fn second_process_cannot_attach_a_disk_in_use() {
     let s = setup();
     let (case, disk) = s.case("locked");
@@ -626,6 +624,15 @@ fn second_process_cannot_attach_a_disk_in_use() {
     assert!(
         message.contains(case.image.to_str().expect("UTF-8")),
         "the refusal does not name the image: {message}"
+    );
+    // A reader would see the writer's half-done changes: refused as well.
+    let ro = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("read-only attach while in use elsewhere: "))
+        .unwrap_or_else(|| panic!("the child did not try a read-only attach:\n{text}"));
+    assert!(
+        ro.contains("in use"),
+        "a read-only attach of an image attached read-write elsewhere was not refused: {ro}"
     );
 }
 

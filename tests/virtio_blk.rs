@@ -4,7 +4,8 @@
 //!
 //! - `vblk-ext4`: a fresh ext4 image (mkfs.ext4 at test time), mounted in the kernel;
 //! - `vblk-raw`: a 64 MiB image with a known pattern, used as a raw block device;
-//! - `vblk-ro`: a small read-only image.
+//! - `vblk-ro`: a small read-only image;
+//! - `vblk-huge`: a sparse 3 TiB image, for sector numbers past 2^32 (2 TiB).
 //!
 //! The kernel names the disks vda, vdb, ... in probe order; the tests find each by its
 //! serial number (the image's file name, served through `VIRTIO_BLK_T_GET_ID`).
@@ -25,6 +26,7 @@ use lklfuse::virtio::BlockDevice;
 
 const MIB: usize = 1 << 20;
 const RAW_SIZE: usize = 64 * MIB;
+const HUGE_SIZE: u64 = 3 << 40;
 
 struct Disk {
     image: PathBuf,
@@ -35,6 +37,7 @@ struct Fixture {
     ext4: Disk,
     raw: Disk,
     ro: Disk,
+    huge: Disk,
     /// Serialises tests that mount or rewrite disks.
     lock: Mutex<()>,
 }
@@ -89,6 +92,10 @@ fn fixture() -> &'static Fixture {
         std::fs::write(&raw, pattern(RAW_SIZE, 1)).expect("create raw image");
         let ro = dir.join("vblk-ro");
         std::fs::write(&ro, pattern(4 * MIB, 2)).expect("create ro image");
+        let huge = dir.join("vblk-huge");
+        std::fs::File::create(&huge)
+            .and_then(|f| f.set_len(HUGE_SIZE))
+            .expect("create sparse 3 TiB image");
 
         let open = |image: PathBuf, read_only: bool| {
             let dev = BlockDevice::open(&image, read_only).expect("open image");
@@ -100,6 +107,7 @@ fn fixture() -> &'static Fixture {
             ext4: open(ext4, false),
             raw: open(raw, false),
             ro: open(ro, true),
+            huge: open(huge, false),
             lock: Mutex::new(()),
         };
         kernel();
@@ -125,7 +133,7 @@ fn read_text(path: &str) -> String {
 /// node for it under /dev.
 fn node_for(disk: &Disk) -> (String, CString) {
     let serial = disk.dev.serial();
-    for name in ["vda", "vdb", "vdc", "vdd"] {
+    for name in ["vda", "vdb", "vdc", "vdd", "vde"] {
         let Ok(fd) = sys::openat(
             lkl::CWD,
             &cstring(format!("/sys/block/{name}/serial")),
@@ -392,5 +400,55 @@ fn read_only_disk() {
         let mut buf = vec![0u8; 4 * MIB];
         read_exact(&fd, &mut buf, 0);
         assert!(buf == pattern(4 * MIB, 2));
+    });
+}
+
+/// Sector numbers past 2^32: the kernel sees the full 3 TiB, and data written just past
+/// 2 TiB and at the very end lands at exactly those offsets of the image, which stays sparse.
+#[test]
+fn sparse_image_larger_than_2_tib() {
+    with_watchdog("huge", Duration::from_secs(60), || {
+        let f = fixture();
+        let (name, node) = node_for(&f.huge);
+        let sectors: u64 = read_text(&format!("/sys/block/{name}/size"))
+            .parse()
+            .expect("sector count");
+        assert_eq!(sectors * 512, HUGE_SIZE, "disk size seen by the kernel");
+
+        let fd = open(&node, b::O_RDWR);
+        let past_2tib = (2u64 << 40) + 12_345 * 512;
+        let last = HUGE_SIZE - 64 * 1024;
+        let a = pattern(64 * 1024, 21);
+        let z = pattern(64 * 1024, 22);
+        write_all(&fd, &a, past_2tib as i64);
+        write_all(&fd, &z, last as i64);
+        sys::fsync(&fd).expect("fsync");
+        assert!(
+            host_read(&f.huge.image, past_2tib, a.len()) == a,
+            "data past 2 TiB"
+        );
+        assert!(
+            host_read(&f.huge.image, last, z.len()) == z,
+            "data at the end"
+        );
+        // The same bytes 2 TiB lower were not touched (no 32-bit sector wrap-around).
+        assert!(host_read(&f.huge.image, past_2tib - (2u64 << 40), a.len()) != a);
+
+        let mut back = vec![0u8; a.len()];
+        read_exact(&fd, &mut back, past_2tib as i64);
+        assert!(back == a, "read back past 2 TiB");
+        let mut buf = [0u8; 512];
+        assert_eq!(
+            sys::pread64(&fd, &mut buf, HUGE_SIZE as i64),
+            Ok(0),
+            "EOF at 3 TiB"
+        );
+        drop(fd);
+
+        let allocated = std::fs::metadata(&f.huge.image).expect("stat").blocks() * 512;
+        assert!(
+            allocated < 16 * MIB as u64,
+            "image no longer sparse: {allocated} bytes"
+        );
     });
 }

@@ -198,9 +198,10 @@ impl Disk {
             .ok_or_else(no_device)
     }
 
-    /// Makes `/dev/<name>` for the disk or one of its partitions and returns
-    /// its path.
-    fn device_node(&self, partition: Option<u32>) -> Result<CString, MountError> {
+    /// Makes `/dev/<name>` inside the kernel for the disk or one of its partitions and
+    /// returns its path, for raw block access (the kernel must be booted).
+    pub fn device_node(&self, partition: Option<u32>) -> Result<CString, MountError> {
+        ensure_sysfs()?;
         let disk = self.kernel_name()?;
         let name = match partition {
             None => disk.clone(),
@@ -256,20 +257,21 @@ impl Disk {
                 );
                 append_option(&mut data, "noload");
             }
+            if fstype == "btrfs" && probe::btrfs_has_log_tree(&superblocks) {
+                tracing::warn!(
+                    "{}: the btrfs log tree needs replaying; mounting read-only without it \
+                     (recent fsync'ed changes may be missing)",
+                    self.path.display()
+                );
+                append_option(&mut data, "rescue=nologreplay");
+            }
         }
 
         let path = cstring(&format!("/mnt/{}", device_name.trim_start_matches("/dev/")));
         mkdir_p(c"/mnt")?;
         mkdir_p(&path)?;
-        let data_c = cstring(&data);
         let fstype_c = cstring(fstype);
-        let mounted = sys::mount(
-            Some(&device),
-            &path,
-            Some(&fstype_c),
-            flags,
-            (!data.is_empty()).then_some(data_c.as_c_str()),
-        );
+        let mounted = mount_retrying_enomem(&device, &path, &fstype_c, flags, &data);
         match mounted {
             Ok(()) => {}
             // XFS refuses a dirty log on a read-only device: skip recovery.
@@ -280,8 +282,7 @@ impl Disk {
                     self.path.display()
                 );
                 append_option(&mut data, "norecovery");
-                let data_c = cstring(&data);
-                sys::mount(Some(&device), &path, Some(&fstype_c), flags, Some(&data_c))
+                mount_retrying_enomem(&device, &path, &fstype_c, flags, &data)
                     .map_err(kernel_err("mount", &device_name))?;
             }
             Err(e) => return Err(kernel_err("mount", &device_name)(e)),
@@ -332,6 +333,40 @@ impl Mount {
         sys::fsync(&dev).map_err(kernel_err("flush", &target))?;
         Ok(())
     }
+}
+
+/// `mount(2)`, retried once after dropping clean caches if the kernel is out of memory.
+///
+/// Without an MMU every multi-page allocation must be physically contiguous, and some
+/// filesystems want large ones at mount time (squashfs with zstd: a ~0.5 MiB workspace).
+/// When the page cache has filled and fragmented RAM those fail although most memory is
+/// only clean cache; dropping it lets the buddy allocator merge free blocks again.
+fn mount_retrying_enomem(
+    device: &CStr,
+    path: &CStr,
+    fstype: &CStr,
+    flags: u64,
+    data: &str,
+) -> Result<(), Errno> {
+    let data_c = cstring(data);
+    let data_arg = (!data.is_empty()).then_some(data_c.as_c_str());
+    match sys::mount(Some(device), path, Some(fstype), flags, data_arg) {
+        Err(Errno::ENOMEM) => {
+            tracing::debug!("mount of {device:?}: out of memory; dropping caches and retrying");
+            drop_caches()?;
+            sys::mount(Some(device), path, Some(fstype), flags, data_arg)
+        }
+        other => other,
+    }
+}
+
+/// Writes back dirty data, then frees clean page cache, dentries and inodes.
+pub fn drop_caches() -> Result<(), Errno> {
+    sys::sync()?;
+    ensure_procfs().map_err(|_| Errno::ENOENT)?;
+    let fd = sys::openat(CWD, c"/proc/sys/vm/drop_caches", b::O_WRONLY as i32, 0)?;
+    sys::write(&fd, b"3")?;
+    Ok(())
 }
 
 /// The filesystem on a disk or partition, detected from its superblocks.
@@ -397,6 +432,19 @@ fn ensure_sysfs() -> Result<(), MountError> {
         match sys::mount(Some(c"sysfs"), c"/sys", Some(c"sysfs"), 0, None) {
             Ok(()) | Err(Errno::EBUSY) => *mounted = true,
             Err(e) => return Err(kernel_err("mount", "/sys")(e)),
+        }
+    }
+    Ok(())
+}
+
+fn ensure_procfs() -> Result<(), MountError> {
+    static MOUNTED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut mounted = MOUNTED.lock().unwrap_or_else(|e| e.into_inner());
+    if !*mounted {
+        mkdir_p(c"/proc")?;
+        match sys::mount(Some(c"proc"), c"/proc", Some(c"proc"), 0, None) {
+            Ok(()) | Err(Errno::EBUSY) => *mounted = true,
+            Err(e) => return Err(kernel_err("mount", "/proc")(e)),
         }
     }
     Ok(())

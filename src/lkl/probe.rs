@@ -116,6 +116,14 @@ pub fn ext_needs_recovery(dev: &[u8]) -> bool {
         .is_some_and(|incompat| incompat & INCOMPAT_RECOVER != 0)
 }
 
+/// Whether a btrfs superblock points at a log tree (fsync'ed changes since the last commit)
+/// that a mount would replay. `log_root` sits 0x60 into the superblock at 64 KiB.
+pub fn btrfs_has_log_tree(dev: &[u8]) -> bool {
+    dev.get(0x10060..0x10068)
+        .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        .is_some_and(|log_root| log_root != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +195,16 @@ mod tests {
         assert!(ext_needs_recovery(&dev));
         put(&mut dev, 1024 + 0x60, &(0x2u32 | 0x40).to_le_bytes());
         assert_eq!(detect(&dev), Some("ext4"), "extents make it ext4");
+    }
+
+    #[test]
+    fn btrfs_log_tree() {
+        let mut dev = blank();
+        put(&mut dev, 0x10040, b"_BHRfS_M");
+        assert!(!btrfs_has_log_tree(&dev));
+        put(&mut dev, 0x10060, &0x1d_4000u64.to_le_bytes());
+        assert!(btrfs_has_log_tree(&dev));
+        assert!(!btrfs_has_log_tree(&dev[..0x10064]), "short device");
     }
 
     #[test]

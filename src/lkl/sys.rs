@@ -91,7 +91,9 @@ fn nr(n: impl TryInto<i64>) -> i64 {
     n.try_into().unwrap_or(-1)
 }
 
-fn fdarg(fd: impl AsKernelFd) -> i64 {
+/// Borrows: the descriptor (possibly an owned [`KernelFd`] passed by value) must
+/// stay open until the syscall returns, so it is dropped by the caller after it.
+fn fdarg(fd: &impl AsKernelFd) -> i64 {
     i64::from(fd.as_kernel_fd().as_raw())
 }
 
@@ -148,7 +150,7 @@ pub fn openat(
 ) -> Result<KernelFd, Errno> {
     refuse_direct_io(i64::from(flags))?;
     let args = [
-        fdarg(dirfd),
+        fdarg(&dirfd),
         cstr(path),
         i64::from(flags),
         i64::from(mode),
@@ -163,7 +165,7 @@ pub fn openat(
 pub fn openat2(dirfd: impl AsKernelFd, path: &CStr, how: &b::open_how) -> Result<KernelFd, Errno> {
     refuse_direct_io(how.flags as i64)?;
     let size = len(std::mem::size_of::<b::open_how>());
-    let args = [fdarg(dirfd), cstr(path), ptr(how), size, 0, 0];
+    let args = [fdarg(&dirfd), cstr(path), ptr(how), size, 0, 0];
     // SAFETY: `path` is NUL-terminated; `how` is a readable `open_how` of the size passed.
     to_fd(unsafe { syscall6(nr(b::__NR_openat2), args) })
 }
@@ -176,7 +178,7 @@ pub fn close(fd: KernelFd) -> Result<(), Errno> {
 /// `dup(2)`: a new descriptor for the same open file.
 pub fn dup(fd: impl AsKernelFd) -> Result<KernelFd, Errno> {
     // SAFETY: no pointer arguments.
-    to_fd(unsafe { syscall6(nr(b::__NR_dup), [fdarg(fd), 0, 0, 0, 0, 0]) })
+    to_fd(unsafe { syscall6(nr(b::__NR_dup), [fdarg(&fd), 0, 0, 0, 0, 0]) })
 }
 
 /// `pipe2(2)`: a pipe inside the kernel, as (read end, write end).
@@ -195,7 +197,7 @@ pub fn pipe2(flags: i32) -> Result<(KernelFd, KernelFd), Errno> {
 /// `read(2)`: reads into `buf`; returns the byte count (0 at end of file).
 pub fn read(fd: impl AsKernelFd, buf: &mut [u8]) -> Result<usize, Errno> {
     let args = [
-        fdarg(fd),
+        fdarg(&fd),
         mut_ptr(buf.as_mut_ptr()),
         len(buf.len()),
         0,
@@ -208,7 +210,7 @@ pub fn read(fd: impl AsKernelFd, buf: &mut [u8]) -> Result<usize, Errno> {
 
 /// `write(2)`: writes from `buf`; returns the byte count.
 pub fn write(fd: impl AsKernelFd, buf: &[u8]) -> Result<usize, Errno> {
-    let args = [fdarg(fd), ptr(buf.as_ptr()), len(buf.len()), 0, 0, 0];
+    let args = [fdarg(&fd), ptr(buf.as_ptr()), len(buf.len()), 0, 0, 0];
     // SAFETY: `buf` is readable for the length passed.
     to_usize(unsafe { syscall6(nr(b::__NR_write), args) })
 }
@@ -216,7 +218,7 @@ pub fn write(fd: impl AsKernelFd, buf: &[u8]) -> Result<usize, Errno> {
 /// `pread64(2)`: reads into `buf` at `offset` without moving the file position.
 pub fn pread64(fd: impl AsKernelFd, buf: &mut [u8], offset: i64) -> Result<usize, Errno> {
     let args = [
-        fdarg(fd),
+        fdarg(&fd),
         mut_ptr(buf.as_mut_ptr()),
         len(buf.len()),
         offset,
@@ -229,7 +231,7 @@ pub fn pread64(fd: impl AsKernelFd, buf: &mut [u8], offset: i64) -> Result<usize
 
 /// `pwrite64(2)`: writes `buf` at `offset` without moving the file position.
 pub fn pwrite64(fd: impl AsKernelFd, buf: &[u8], offset: i64) -> Result<usize, Errno> {
-    let args = [fdarg(fd), ptr(buf.as_ptr()), len(buf.len()), offset, 0, 0];
+    let args = [fdarg(&fd), ptr(buf.as_ptr()), len(buf.len()), offset, 0, 0];
     // SAFETY: `buf` is readable for the length passed.
     to_usize(unsafe { syscall6(nr(b::__NR_pwrite64), args) })
 }
@@ -237,7 +239,7 @@ pub fn pwrite64(fd: impl AsKernelFd, buf: &[u8], offset: i64) -> Result<usize, E
 /// `readv(2)`: scatter read into `bufs`.
 pub fn readv(fd: impl AsKernelFd, bufs: &mut [IoSliceMut<'_>]) -> Result<usize, Errno> {
     let args = [
-        fdarg(fd),
+        fdarg(&fd),
         mut_ptr(bufs.as_mut_ptr()),
         len(bufs.len()),
         0,
@@ -252,7 +254,7 @@ pub fn readv(fd: impl AsKernelFd, bufs: &mut [IoSliceMut<'_>]) -> Result<usize, 
 
 /// `writev(2)`: gather write from `bufs`.
 pub fn writev(fd: impl AsKernelFd, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
-    let args = [fdarg(fd), ptr(bufs.as_ptr()), len(bufs.len()), 0, 0, 0];
+    let args = [fdarg(&fd), ptr(bufs.as_ptr()), len(bufs.len()), 0, 0, 0];
     // SAFETY: `IoSlice` is ABI-compatible with `struct iovec`; each one describes a readable
     // buffer borrowed for the call.
     to_usize(unsafe { syscall6(nr(b::__NR_writev), args) })
@@ -265,7 +267,7 @@ pub fn lseek(fd: impl AsKernelFd, offset: i64, whence: u32) -> Result<i64, Errno
     Errno::from_ret(unsafe {
         syscall6(
             nr(b::__NR_lseek),
-            [fdarg(fd), offset, i64::from(whence), 0, 0, 0],
+            [fdarg(&fd), offset, i64::from(whence), 0, 0, 0],
         )
     })
 }
@@ -282,9 +284,9 @@ pub fn copy_file_range(
     let off_in = off_in.map_or(0, |o| mut_ptr(o as *mut i64));
     let off_out = off_out.map_or(0, |o| mut_ptr(o as *mut i64));
     let args = [
-        fdarg(fd_in),
+        fdarg(&fd_in),
         off_in,
-        fdarg(fd_out),
+        fdarg(&fd_out),
         off_out,
         len(count),
         i64::from(flags),
@@ -297,7 +299,7 @@ pub fn copy_file_range(
 /// [`abi::dirents`](super::abi::dirents). Returns the bytes used (0 at end of directory).
 pub fn getdents64(fd: impl AsKernelFd, buf: &mut [u8]) -> Result<usize, Errno> {
     let args = [
-        fdarg(fd),
+        fdarg(&fd),
         mut_ptr(buf.as_mut_ptr()),
         len(buf.len()),
         0,
@@ -316,7 +318,7 @@ pub fn getdents64(fd: impl AsKernelFd, buf: &mut [u8]) -> Result<usize, Errno> {
 pub fn statx(dirfd: impl AsKernelFd, path: &CStr, flags: i32, mask: u32) -> Result<Statx, Errno> {
     let mut st: b::statx = zeroed();
     let args = [
-        fdarg(dirfd),
+        fdarg(&dirfd),
         cstr(path),
         i64::from(flags),
         i64::from(mask),
@@ -340,7 +342,7 @@ pub fn statfs(path: &CStr) -> Result<StatFs, Errno> {
 /// `fstatfs(2)`: statistics of the filesystem containing `fd`.
 pub fn fstatfs(fd: impl AsKernelFd) -> Result<StatFs, Errno> {
     let mut st: b::statfs = zeroed();
-    let args = [fdarg(fd), mut_ptr(&mut st), 0, 0, 0, 0];
+    let args = [fdarg(&fd), mut_ptr(&mut st), 0, 0, 0, 0];
     // SAFETY: `st` is a writable `struct statfs`.
     to_unit(unsafe { syscall6(nr(b::__NR_fstatfs), args) })?;
     Ok(StatFs::from_kernel(&st))
@@ -350,7 +352,7 @@ pub fn fstatfs(fd: impl AsKernelFd) -> Result<StatFs, Errno> {
 /// length, which equals `buf.len()` if it may have been truncated.
 pub fn readlinkat(dirfd: impl AsKernelFd, path: &CStr, buf: &mut [u8]) -> Result<usize, Errno> {
     let args = [
-        fdarg(dirfd),
+        fdarg(&dirfd),
         cstr(path),
         mut_ptr(buf.as_mut_ptr()),
         len(buf.len()),
@@ -363,7 +365,7 @@ pub fn readlinkat(dirfd: impl AsKernelFd, path: &CStr, buf: &mut [u8]) -> Result
 
 /// `fchmodat(2)` (the syscall, which has no flags): changes permission bits.
 pub fn fchmodat(dirfd: impl AsKernelFd, path: &CStr, mode: u32) -> Result<(), Errno> {
-    let args = [fdarg(dirfd), cstr(path), i64::from(mode), 0, 0, 0];
+    let args = [fdarg(&dirfd), cstr(path), i64::from(mode), 0, 0, 0];
     // SAFETY: `path` is NUL-terminated.
     to_unit(unsafe { syscall6(nr(b::__NR_fchmodat), args) })
 }
@@ -371,7 +373,7 @@ pub fn fchmodat(dirfd: impl AsKernelFd, path: &CStr, mode: u32) -> Result<(), Er
 /// `fchmodat2(2)`: `fchmodat` with `AT_SYMLINK_NOFOLLOW`/`AT_EMPTY_PATH` flags.
 pub fn fchmodat2(dirfd: impl AsKernelFd, path: &CStr, mode: u32, flags: i32) -> Result<(), Errno> {
     let args = [
-        fdarg(dirfd),
+        fdarg(&dirfd),
         cstr(path),
         i64::from(mode),
         i64::from(flags),
@@ -391,7 +393,7 @@ pub fn fchownat(
     flags: i32,
 ) -> Result<(), Errno> {
     let args = [
-        fdarg(dirfd),
+        fdarg(&dirfd),
         cstr(path),
         i64::from(uid),
         i64::from(gid),
@@ -412,7 +414,7 @@ pub fn utimensat(
     flags: i32,
 ) -> Result<(), Errno> {
     let times = times.map_or(0, |t| ptr(t.as_ptr()));
-    let args = [fdarg(dirfd), opt_cstr(path), times, i64::from(flags), 0, 0];
+    let args = [fdarg(&dirfd), opt_cstr(path), times, i64::from(flags), 0, 0];
     // SAFETY: `path` is null or NUL-terminated; `times` is null or a readable array of two
     // `__kernel_timespec`.
     to_unit(unsafe { syscall6(nr(b::__NR_utimensat), args) })
@@ -421,7 +423,7 @@ pub fn utimensat(
 /// `faccessat2(2)`: checks `mode` (`R_OK`...) access with the calling thread's credentials.
 pub fn faccessat2(dirfd: impl AsKernelFd, path: &CStr, mode: i32, flags: i32) -> Result<(), Errno> {
     let args = [
-        fdarg(dirfd),
+        fdarg(&dirfd),
         cstr(path),
         i64::from(mode),
         i64::from(flags),
@@ -437,7 +439,7 @@ pub fn faccessat2(dirfd: impl AsKernelFd, path: &CStr, mode: i32, flags: i32) ->
 
 /// `mkdirat(2)`: creates a directory.
 pub fn mkdirat(dirfd: impl AsKernelFd, path: &CStr, mode: u32) -> Result<(), Errno> {
-    let args = [fdarg(dirfd), cstr(path), i64::from(mode), 0, 0, 0];
+    let args = [fdarg(&dirfd), cstr(path), i64::from(mode), 0, 0, 0];
     // SAFETY: `path` is NUL-terminated.
     to_unit(unsafe { syscall6(nr(b::__NR_mkdirat), args) })
 }
@@ -446,7 +448,7 @@ pub fn mkdirat(dirfd: impl AsKernelFd, path: &CStr, mode: u32) -> Result<(), Err
 /// ([`abi::host_dev_to_kernel`](super::abi::host_dev_to_kernel)).
 pub fn mknodat(dirfd: impl AsKernelFd, path: &CStr, mode: u32, dev: u32) -> Result<(), Errno> {
     let args = [
-        fdarg(dirfd),
+        fdarg(&dirfd),
         cstr(path),
         i64::from(mode),
         i64::from(dev),
@@ -459,7 +461,7 @@ pub fn mknodat(dirfd: impl AsKernelFd, path: &CStr, mode: u32, dev: u32) -> Resu
 
 /// `unlinkat(2)`: removes a name (a directory with `AT_REMOVEDIR`).
 pub fn unlinkat(dirfd: impl AsKernelFd, path: &CStr, flags: i32) -> Result<(), Errno> {
-    let args = [fdarg(dirfd), cstr(path), i64::from(flags), 0, 0, 0];
+    let args = [fdarg(&dirfd), cstr(path), i64::from(flags), 0, 0, 0];
     // SAFETY: `path` is NUL-terminated.
     to_unit(unsafe { syscall6(nr(b::__NR_unlinkat), args) })
 }
@@ -473,9 +475,9 @@ pub fn renameat2(
     flags: u32,
 ) -> Result<(), Errno> {
     let args = [
-        fdarg(olddirfd),
+        fdarg(&olddirfd),
         cstr(oldpath),
-        fdarg(newdirfd),
+        fdarg(&newdirfd),
         cstr(newpath),
         i64::from(flags),
         0,
@@ -493,9 +495,9 @@ pub fn linkat(
     flags: i32,
 ) -> Result<(), Errno> {
     let args = [
-        fdarg(olddirfd),
+        fdarg(&olddirfd),
         cstr(oldpath),
-        fdarg(newdirfd),
+        fdarg(&newdirfd),
         cstr(newpath),
         i64::from(flags),
         0,
@@ -506,7 +508,7 @@ pub fn linkat(
 
 /// `symlinkat(2)`: creates `linkpath` pointing at `target`.
 pub fn symlinkat(target: &CStr, newdirfd: impl AsKernelFd, linkpath: &CStr) -> Result<(), Errno> {
-    let args = [cstr(target), fdarg(newdirfd), cstr(linkpath), 0, 0, 0];
+    let args = [cstr(target), fdarg(&newdirfd), cstr(linkpath), 0, 0, 0];
     // SAFETY: both strings are NUL-terminated.
     to_unit(unsafe { syscall6(nr(b::__NR_symlinkat), args) })
 }
@@ -520,7 +522,7 @@ pub fn chdir(path: &CStr) -> Result<(), Errno> {
 /// `fchdir(2)`: changes the working directory to `fd`.
 pub fn fchdir(fd: impl AsKernelFd) -> Result<(), Errno> {
     // SAFETY: no pointer arguments.
-    to_unit(unsafe { syscall6(nr(b::__NR_fchdir), [fdarg(fd), 0, 0, 0, 0, 0]) })
+    to_unit(unsafe { syscall6(nr(b::__NR_fchdir), [fdarg(&fd), 0, 0, 0, 0, 0]) })
 }
 
 /// `umask(2)`: sets the kernel-wide file creation mask; returns the previous one.
@@ -536,7 +538,7 @@ pub fn umask(mask: u32) -> Result<u32, Errno> {
 /// `ftruncate(2)`: sets the size of an open file.
 pub fn ftruncate(fd: impl AsKernelFd, length: i64) -> Result<(), Errno> {
     // SAFETY: no pointer arguments.
-    to_unit(unsafe { syscall6(nr(b::__NR_ftruncate), [fdarg(fd), length, 0, 0, 0, 0]) })
+    to_unit(unsafe { syscall6(nr(b::__NR_ftruncate), [fdarg(&fd), length, 0, 0, 0, 0]) })
 }
 
 /// `truncate(2)`: sets the size of the file at `path`.
@@ -547,7 +549,7 @@ pub fn truncate(path: &CStr, length: i64) -> Result<(), Errno> {
 
 /// `fallocate(2)`: allocates or manipulates space with a kernel `FALLOC_FL_*` mode.
 pub fn fallocate(fd: impl AsKernelFd, mode: i32, offset: i64, length: i64) -> Result<(), Errno> {
-    let args = [fdarg(fd), i64::from(mode), offset, length, 0, 0];
+    let args = [fdarg(&fd), i64::from(mode), offset, length, 0, 0];
     // SAFETY: no pointer arguments.
     to_unit(unsafe { syscall6(nr(b::__NR_fallocate), args) })
 }
@@ -555,19 +557,19 @@ pub fn fallocate(fd: impl AsKernelFd, mode: i32, offset: i64, length: i64) -> Re
 /// `fsync(2)`: flushes a file's data and metadata to the disk.
 pub fn fsync(fd: impl AsKernelFd) -> Result<(), Errno> {
     // SAFETY: no pointer arguments.
-    to_unit(unsafe { syscall6(nr(b::__NR_fsync), [fdarg(fd), 0, 0, 0, 0, 0]) })
+    to_unit(unsafe { syscall6(nr(b::__NR_fsync), [fdarg(&fd), 0, 0, 0, 0, 0]) })
 }
 
 /// `fdatasync(2)`: flushes a file's data (and the metadata needed to read it).
 pub fn fdatasync(fd: impl AsKernelFd) -> Result<(), Errno> {
     // SAFETY: no pointer arguments.
-    to_unit(unsafe { syscall6(nr(b::__NR_fdatasync), [fdarg(fd), 0, 0, 0, 0, 0]) })
+    to_unit(unsafe { syscall6(nr(b::__NR_fdatasync), [fdarg(&fd), 0, 0, 0, 0, 0]) })
 }
 
 /// `syncfs(2)`: flushes the filesystem containing `fd`.
 pub fn syncfs(fd: impl AsKernelFd) -> Result<(), Errno> {
     // SAFETY: no pointer arguments.
-    to_unit(unsafe { syscall6(nr(b::__NR_syncfs), [fdarg(fd), 0, 0, 0, 0, 0]) })
+    to_unit(unsafe { syscall6(nr(b::__NR_syncfs), [fdarg(&fd), 0, 0, 0, 0, 0]) })
 }
 
 /// `sync(2)`: flushes every filesystem.
@@ -635,7 +637,7 @@ pub fn lsetxattr(path: &CStr, name: &CStr, value: &[u8], flags: i32) -> Result<(
 
 /// `fsetxattr(2)`: sets an attribute of an open file.
 pub fn fsetxattr(fd: impl AsKernelFd, name: &CStr, value: &[u8], flags: i32) -> Result<(), Errno> {
-    setxattr_common(nr(b::__NR_fsetxattr), fdarg(fd), name, value, flags)
+    setxattr_common(nr(b::__NR_fsetxattr), fdarg(&fd), name, value, flags)
 }
 
 /// `getxattr(2)`: reads an attribute into `buf` (an empty `buf` asks for the size).
@@ -650,7 +652,7 @@ pub fn lgetxattr(path: &CStr, name: &CStr, buf: &mut [u8]) -> Result<usize, Errn
 
 /// `fgetxattr(2)`: reads an attribute of an open file.
 pub fn fgetxattr(fd: impl AsKernelFd, name: &CStr, buf: &mut [u8]) -> Result<usize, Errno> {
-    getxattr_common(nr(b::__NR_fgetxattr), fdarg(fd), name, buf)
+    getxattr_common(nr(b::__NR_fgetxattr), fdarg(&fd), name, buf)
 }
 
 /// `listxattr(2)`: NUL-separated attribute names into `buf` (an empty `buf` asks for the size).
@@ -665,7 +667,7 @@ pub fn llistxattr(path: &CStr, buf: &mut [u8]) -> Result<usize, Errno> {
 
 /// `flistxattr(2)`: lists the attributes of an open file.
 pub fn flistxattr(fd: impl AsKernelFd, buf: &mut [u8]) -> Result<usize, Errno> {
-    listxattr_common(nr(b::__NR_flistxattr), fdarg(fd), buf)
+    listxattr_common(nr(b::__NR_flistxattr), fdarg(&fd), buf)
 }
 
 /// `removexattr(2)`: removes an attribute, following symlinks.
@@ -680,7 +682,7 @@ pub fn lremovexattr(path: &CStr, name: &CStr) -> Result<(), Errno> {
 
 /// `fremovexattr(2)`: removes an attribute of an open file.
 pub fn fremovexattr(fd: impl AsKernelFd, name: &CStr) -> Result<(), Errno> {
-    removexattr_common(nr(b::__NR_fremovexattr), fdarg(fd), name)
+    removexattr_common(nr(b::__NR_fremovexattr), fdarg(&fd), name)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -780,7 +782,7 @@ pub fn getpid() -> Result<i32, Errno> {
 
 /// `flock(2)`: BSD whole-file lock (`LOCK_SH`, `LOCK_EX`, `LOCK_UN`, `| LOCK_NB`).
 pub fn flock(fd: impl AsKernelFd, operation: i32) -> Result<(), Errno> {
-    let args = [fdarg(fd), i64::from(operation), 0, 0, 0, 0];
+    let args = [fdarg(&fd), i64::from(operation), 0, 0, 0, 0];
     // SAFETY: no pointer arguments.
     to_unit(unsafe { syscall6(nr(b::__NR_flock), args) })
 }
@@ -817,7 +819,7 @@ impl LockCmd {
 
 /// `fcntl(F_GETFL)`: the kernel `O_*` status flags of an open file.
 pub fn fcntl_getfl(fd: impl AsKernelFd) -> Result<i32, Errno> {
-    let args = [fdarg(fd), b::F_GETFL as i64, 0, 0, 0, 0];
+    let args = [fdarg(&fd), b::F_GETFL as i64, 0, 0, 0, 0];
     // SAFETY: F_GETFL takes no pointer.
     Errno::from_ret(unsafe { syscall6(nr(b::__NR_fcntl), args) }).map(|v| v as i32)
 }
@@ -825,7 +827,7 @@ pub fn fcntl_getfl(fd: impl AsKernelFd) -> Result<i32, Errno> {
 /// `fcntl(F_SETFL)`: sets the kernel `O_*` status flags (`O_APPEND`, `O_NONBLOCK`, ...).
 pub fn fcntl_setfl(fd: impl AsKernelFd, flags: i32) -> Result<(), Errno> {
     refuse_direct_io(i64::from(flags))?;
-    let args = [fdarg(fd), b::F_SETFL as i64, i64::from(flags), 0, 0, 0];
+    let args = [fdarg(&fd), b::F_SETFL as i64, i64::from(flags), 0, 0, 0];
     // SAFETY: F_SETFL takes an integer, no pointer.
     to_unit(unsafe { syscall6(nr(b::__NR_fcntl), args) })
 }
@@ -833,7 +835,7 @@ pub fn fcntl_setfl(fd: impl AsKernelFd, flags: i32) -> Result<(), Errno> {
 /// `fcntl(F_DUPFD_CLOEXEC)`: duplicates `fd` to the lowest free number `>= min`.
 pub fn fcntl_dupfd_cloexec(fd: impl AsKernelFd, min: i32) -> Result<KernelFd, Errno> {
     let args = [
-        fdarg(fd),
+        fdarg(&fd),
         b::F_DUPFD_CLOEXEC as i64,
         i64::from(min),
         0,
@@ -848,7 +850,7 @@ pub fn fcntl_dupfd_cloexec(fd: impl AsKernelFd, min: i32) -> Result<KernelFd, Er
 /// commands: the conflicting lock, or `lock_type == Unlock` if none).
 pub fn fcntl_lock(fd: impl AsKernelFd, cmd: LockCmd, lock: &Flock) -> Result<Flock, Errno> {
     let mut k = lock.to_kernel()?;
-    let args = [fdarg(fd), cmd.to_kernel(), mut_ptr(&mut k), 0, 0, 0];
+    let args = [fdarg(&fd), cmd.to_kernel(), mut_ptr(&mut k), 0, 0, 0];
     // SAFETY: the lock commands take a pointer to a `struct flock`, readable and writable.
     to_unit(unsafe { syscall6(nr(b::__NR_fcntl), args) })?;
     Flock::from_kernel(&k)
@@ -899,7 +901,7 @@ pub fn ioctl_blkroset(fd: impl AsKernelFd, read_only: bool) -> Result<(), Errno>
     /// `_IO(0x12, 93)` from `include/uapi/linux/fs.h`.
     const BLKROSET: i64 = 0x125D;
     let flag: i32 = read_only.into();
-    let args = [fdarg(fd), BLKROSET, ptr(&flag), 0, 0, 0];
+    let args = [fdarg(&fd), BLKROSET, ptr(&flag), 0, 0, 0];
     // SAFETY: BLKROSET reads one int through the pointer, which points at
     // `flag` for the duration of the call.
     to_unit(unsafe { syscall6(nr(b::__NR_ioctl), args) })

@@ -376,7 +376,7 @@ impl MmioDevice for MmioTransport {
             self.device.read_config(offset - reg::CONFIG, data);
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             tracing::warn!(
                 offset,
                 len = data.len(),
@@ -401,7 +401,7 @@ impl MmioDevice for MmioTransport {
             );
             return;
         };
-        if offset % 4 != 0 {
+        if !offset.is_multiple_of(4) {
             tracing::warn!(offset, "misaligned virtio-mmio register write");
             return;
         }

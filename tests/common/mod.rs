@@ -73,10 +73,17 @@ pub fn mount_proc_and_sys() {
     static MOUNTED: OnceLock<()> = OnceLock::new();
     MOUNTED.get_or_init(|| {
         kernel();
+        // EBUSY: the disk code mounted it already.
         mkdir_p(c"/proc");
-        sys::mount(Some(c"proc"), c"/proc", Some(c"proc"), 0, None).expect("mount proc");
+        match sys::mount(Some(c"proc"), c"/proc", Some(c"proc"), 0, None) {
+            Ok(()) | Err(lkl::Errno::EBUSY) => {}
+            Err(e) => panic!("mount proc: {e}"),
+        }
         mkdir_p(c"/sys");
-        sys::mount(Some(c"sysfs"), c"/sys", Some(c"sysfs"), 0, None).expect("mount sysfs");
+        match sys::mount(Some(c"sysfs"), c"/sys", Some(c"sysfs"), 0, None) {
+            Ok(()) | Err(lkl::Errno::EBUSY) => {}
+            Err(e) => panic!("mount sysfs: {e}"),
+        }
     });
 }
 

@@ -106,6 +106,19 @@ pub enum BlockError {
         #[source]
         source: io::Error,
     },
+    /// Another process holds a conflicting lock on the image: it has it attached read-write
+    /// (or, for a read-write attach, at all). Sharing it would corrupt it or show garbage.
+    #[error(
+        "{}: image is in use by another process (locked {}); unmount it there first",
+        path.display(),
+        if *read_only { "for writing" } else { "for reading or writing" }
+    )]
+    InUse {
+        /// The image.
+        path: PathBuf,
+        /// Whether the refused attach was read-only.
+        read_only: bool,
+    },
     /// The image size cannot be determined.
     #[error("failed to get the size of {}: {source}", path.display())]
     ImageSize {
@@ -275,6 +288,23 @@ fn open_image(path: &Path, read_only: bool) -> Result<File, BlockError> {
     let meta = file.metadata().map_err(open_err)?;
     if meta.is_dir() {
         return Err(open_err(io::Error::from_raw_os_error(libc::EISDIR)));
+    }
+    // Like QEMU: one writer and no readers, or any number of readers. The lock lives as
+    // long as the open file, so it goes away with the device (or the process).
+    let locked = if read_only {
+        file.try_lock_shared()
+    } else {
+        file.try_lock()
+    };
+    match locked {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(BlockError::InUse {
+                path: path.to_owned(),
+                read_only,
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(open_err(e)),
     }
     Ok(file)
 }

@@ -246,7 +246,7 @@ impl Request {
                     only(payload_in, &payload_out)?
                 };
                 let len = stream_len(&data);
-                if len % SECTOR_SIZE != 0 {
+                if !len.is_multiple_of(SECTOR_SIZE) {
                     return Err(fail(ParseError::BadLength(len)));
                 }
                 if data.len() > limits.max_segments {
@@ -264,7 +264,7 @@ impl Request {
             types::DISCARD | types::WRITE_ZEROES => {
                 let data = only(payload_in, &payload_out)?;
                 let len = stream_len(&data);
-                if len == 0 || len % RANGE_SIZE as u64 != 0 {
+                if len == 0 || !len.is_multiple_of(RANGE_SIZE as u64) {
                     return Err(fail(ParseError::BadLength(len)));
                 }
                 let count = (len / RANGE_SIZE as u64) as usize;

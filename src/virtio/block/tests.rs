@@ -615,6 +615,38 @@ fn reset_drains_requests_in_flight() {
     assert_eq!(d.read(0, 512, 1), (VIRTIO_BLK_S_OK, vec![0; 512]));
 }
 
+/// One writer or many readers, across processes and within one (`flock` is per open file).
+#[test]
+fn image_lock_one_writer_or_many_readers() {
+    let image = TempImage::new(MIB);
+    let writer = BlockDevice::open(&image.0, false).expect("first writer");
+    for read_only in [false, true] {
+        match BlockDevice::open(&image.0, read_only) {
+            Err(e @ BlockError::InUse { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("in use") && msg.contains(image.0.to_str().expect("utf-8")),
+                    "{msg}"
+                );
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("opened (read_only {read_only}) an image another device writes"),
+        }
+    }
+    drop(writer);
+    let r1 = BlockDevice::open(&image.0, true).expect("first reader");
+    let r2 = BlockDevice::open(&image.0, true).expect("second reader");
+    assert!(matches!(
+        BlockDevice::open(&image.0, false),
+        Err(BlockError::InUse {
+            read_only: false,
+            ..
+        })
+    ));
+    drop((r1, r2));
+    BlockDevice::open(&image.0, false).expect("writer after the readers left");
+}
+
 #[test]
 fn open_errors() {
     let missing = std::env::temp_dir().join(format!("lklfuse-missing-{}", std::process::id()));
@@ -632,7 +664,8 @@ fn open_errors() {
     let mut perms = std::fs::metadata(&image.0).expect("stat").permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o444);
     std::fs::set_permissions(&image.0, perms).expect("chmod");
-    match BlockDevice::open(&image.0, false) {
+    // `map(drop)`: a device that did open must let go of its image lock at once.
+    match BlockDevice::open(&image.0, false).map(drop) {
         Err(BlockError::ImageReadOnly { .. }) => {}
         Ok(_) => {
             // Root: permission bits do not stop it; an immutable file does (EPERM).
