@@ -43,12 +43,29 @@ pub fn generate(header: &Path, artifact: &Artifact, out_file: &Path) -> Result<(
 pub fn write_build_info(artifact: &Artifact, out_file: &Path) -> Result<()> {
     let cache_dir = utf8(artifact.dir())?;
     let config = artifact.config();
+    let release = kernel_release(&util::read(&config)?);
     let config = utf8(&config)?;
     let text = format!(
         "/// The cached kernel build this crate links: `lklrs.o`, `include/` (uapi headers), `config`.\n\
          pub const KERNEL_CACHE_DIR: &str = {cache_dir:?};\n\
          /// The final kernel `.config`, e.g. for tests that check which filesystems are built in.\n\
-         pub const KERNEL_CONFIG_PATH: &str = {config:?};\n"
+         pub const KERNEL_CONFIG_PATH: &str = {config:?};\n\
+         /// The kernel's release, e.g. `6.12.117`.\n\
+         pub const KERNEL_RELEASE: &str = {release:?};\n"
     );
     util::write(out_file, text)
+}
+
+/// The release from the `.config` header line `# Linux/lklrs 6.12.117 Kernel Configuration`.
+fn kernel_release(config: &[u8]) -> String {
+    String::from_utf8_lossy(config)
+        .lines()
+        .take(5)
+        .find_map(|line| {
+            let rest = line.strip_prefix("# Linux/")?;
+            let mut words = rest.split_whitespace();
+            words.next()?;
+            words.next().map(str::to_string)
+        })
+        .unwrap_or_else(|| "6.12".to_string())
 }

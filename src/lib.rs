@@ -11,6 +11,8 @@
 //! `virtio` holds the device models the kernel drives through MMIO (virtio-blk serving image
 //! files); its only `unsafe` code turns checked kernel addresses into host memory access.
 
+pub mod daemon;
+pub mod fs;
 pub mod lkl;
 pub mod virtio;
 

@@ -1219,9 +1219,80 @@ impl NewUtsname {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// File handles (name_to_handle_at / open_by_handle_at)
+
+/// Largest handle the kernel hands out (`MAX_HANDLE_SZ`).
+pub const MAX_HANDLE_SZ: usize = 128;
+
+/// A filesystem's persistent name for an inode (`struct file_handle`): reopening it does not
+/// need the inode to stay in memory, unlike an open descriptor.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FileHandle {
+    /// Filesystem-specific handle type.
+    pub handle_type: i32,
+    /// The opaque handle bytes.
+    pub bytes: Box<[u8]>,
+}
+
+/// Size of `struct file_handle`'s header: `handle_bytes` (u32) and `handle_type` (int).
+const FILE_HANDLE_HEADER: usize = 8;
+
+impl FileHandle {
+    /// A zeroed `struct file_handle` buffer with room for the largest handle, as
+    /// `name_to_handle_at` wants it (`handle_bytes` = capacity).
+    pub fn kernel_buffer() -> Vec<u8> {
+        let mut buf = vec![0u8; FILE_HANDLE_HEADER + MAX_HANDLE_SZ];
+        buf[..4].copy_from_slice(&(MAX_HANDLE_SZ as u32).to_ne_bytes());
+        buf
+    }
+
+    /// Parses a `struct file_handle` the kernel filled in.
+    pub fn from_kernel(buf: &[u8]) -> Result<FileHandle, Errno> {
+        let header = buf.get(..FILE_HANDLE_HEADER).ok_or(Errno::EIO)?;
+        let len = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let handle_type = i32::from_ne_bytes([header[4], header[5], header[6], header[7]]);
+        let bytes = buf
+            .get(FILE_HANDLE_HEADER..FILE_HANDLE_HEADER + len)
+            .filter(|_| len <= MAX_HANDLE_SZ)
+            .ok_or(Errno::EIO)?;
+        Ok(FileHandle {
+            handle_type,
+            bytes: bytes.into(),
+        })
+    }
+
+    /// The `struct file_handle` to pass to `open_by_handle_at`.
+    pub fn to_kernel(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(FILE_HANDLE_HEADER + self.bytes.len());
+        buf.extend_from_slice(&(self.bytes.len() as u32).to_ne_bytes());
+        buf.extend_from_slice(&self.handle_type.to_ne_bytes());
+        buf.extend_from_slice(&self.bytes);
+        buf
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_handle_round_trip() {
+        let h = FileHandle {
+            handle_type: 0x81,
+            bytes: vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12].into(),
+        };
+        let buf = h.to_kernel();
+        assert_eq!(buf.len(), 8 + 12);
+        assert_eq!(&buf[..4], &12u32.to_ne_bytes());
+        assert_eq!(FileHandle::from_kernel(&buf), Ok(h));
+        let empty = FileHandle::kernel_buffer();
+        assert_eq!(&empty[..4], &(MAX_HANDLE_SZ as u32).to_ne_bytes());
+        let mut bad = buf.clone();
+        bad[..4].copy_from_slice(&200u32.to_ne_bytes());
+        assert_eq!(FileHandle::from_kernel(&bad), Err(Errno::EIO));
+        assert_eq!(FileHandle::from_kernel(&buf[..5]), Err(Errno::EIO));
+    }
 
     #[test]
     fn timestamp_system_time_round_trip() {

@@ -23,7 +23,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
-use super::abi::{Flock, NewUtsname, StatFs, Statx, Timestamp};
+use super::abi::{FileHandle, Flock, NewUtsname, StatFs, Statx, Timestamp};
 use super::bindings as b;
 use super::errno::Errno;
 use super::fd::{AsKernelFd, KernelFd};
@@ -915,6 +915,83 @@ fn refuse_direct_io(flags: i64) -> Result<(), Errno> {
         return Err(Errno::EINVAL);
     }
     Ok(())
+}
+
+/// `name_to_handle_at(2)`: the persistent handle of `path` (relative to `dirfd`; with
+/// `AT_EMPTY_PATH` and an empty path, of `dirfd` itself) and its mount id. `EOPNOTSUPP` when
+/// the filesystem cannot export handles.
+pub fn name_to_handle_at(
+    dirfd: impl AsKernelFd,
+    path: &CStr,
+    flags: i32,
+) -> Result<(FileHandle, i32), Errno> {
+    let mut buf = FileHandle::kernel_buffer();
+    let mut mount_id: i32 = 0;
+    let args = [
+        fdarg(&dirfd),
+        cstr(path),
+        mut_ptr(buf.as_mut_ptr()),
+        mut_ptr(&mut mount_id),
+        i64::from(flags),
+        0,
+    ];
+    // SAFETY: `path` is NUL-terminated; `buf` is a `struct file_handle` whose `handle_bytes`
+    // says how much room follows the header; `mount_id` is a writable int.
+    to_unit(unsafe { syscall6(nr(b::__NR_name_to_handle_at), args) })?;
+    Ok((FileHandle::from_kernel(&buf)?, mount_id))
+}
+
+/// `open_by_handle_at(2)`: opens the inode `handle` names on the filesystem of `mount_fd`.
+/// Needs `CAP_DAC_READ_SEARCH`; `ESTALE` once the inode is gone.
+pub fn open_by_handle_at(
+    mount_fd: impl AsKernelFd,
+    handle: &FileHandle,
+    flags: i32,
+) -> Result<KernelFd, Errno> {
+    refuse_direct_io(i64::from(flags))?;
+    let buf = handle.to_kernel();
+    let args = [
+        fdarg(&mount_fd),
+        ptr(buf.as_ptr()),
+        i64::from(flags),
+        0,
+        0,
+        0,
+    ];
+    // SAFETY: `buf` is a complete, readable `struct file_handle`.
+    to_fd(unsafe { syscall6(nr(b::__NR_open_by_handle_at), args) })
+}
+
+/// `prlimit64(2)` on the calling process: sets resource `resource` (`RLIMIT_*`) to
+/// `soft`/`hard` and returns the previous (soft, hard).
+pub fn setrlimit(resource: u32, soft: u64, hard: u64) -> Result<(u64, u64), Errno> {
+    let new = [soft, hard];
+    let mut old = [0u64; 2];
+    let args = [
+        0,
+        i64::from(resource),
+        ptr(new.as_ptr()),
+        mut_ptr(old.as_mut_ptr()),
+        0,
+        0,
+    ];
+    // SAFETY: `new` and `old` are `struct rlimit64` (two u64), readable and writable.
+    to_unit(unsafe { syscall6(nr(b::__NR_prlimit64), args) })?;
+    Ok((old[0], old[1]))
+}
+
+/// `setresuid(2)` for the calling kernel task only (every host thread is its own task).
+pub fn setresuid(ruid: u32, euid: u32, suid: u32) -> Result<(), Errno> {
+    let args = [i64::from(ruid), i64::from(euid), i64::from(suid), 0, 0, 0];
+    // SAFETY: no pointer arguments.
+    to_unit(unsafe { syscall6(nr(b::__NR_setresuid), args) })
+}
+
+/// `setresgid(2)` for the calling kernel task only.
+pub fn setresgid(rgid: u32, egid: u32, sgid: u32) -> Result<(), Errno> {
+    let args = [i64::from(rgid), i64::from(egid), i64::from(sgid), 0, 0, 0];
+    // SAFETY: no pointer arguments.
+    to_unit(unsafe { syscall6(nr(b::__NR_setresgid), args) })
 }
 
 #[cfg(test)]

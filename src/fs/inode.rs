@@ -1,0 +1,268 @@
+//! Inodes the host kernel knows about (FUSE node ids), each tied to a kernel inode.
+//!
+//! A node is found again through its *file handle* (`name_to_handle_at`), so the kernel does
+//! not have to keep every inode the host has looked up in its small RAM: only a bounded
+//! number of `O_PATH` descriptors stay open ([`FD_CACHE_MAX`]), the rest are reopened by
+//! handle when used. Filesystems that cannot export handles (exFAT, FAT without `nfs=`) keep
+//! one pinned `O_PATH` descriptor per known node instead, like virtiofsd.
+//!
+//! Node ids are the kernel's inode numbers, so `stat` shows the image's real numbers (fuser
+//! uses the node id as `st_ino`). The root is node 1 as FUSE requires; a number already
+//! taken by another live inode (btrfs subvolumes share numbers, or a number reused while the
+//! host still holds the old node) gets a synthetic id from [`SYNTHETIC_BASE`] up instead.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use super::creds;
+use crate::lkl::abi::{FileHandle, Statx};
+use crate::lkl::{bindings as b, sys, Errno, KernelFd};
+
+/// FUSE's root node id.
+pub const ROOT_ID: u64 = 1;
+/// First synthetic node id (far above any inode number a filesystem hands out).
+pub const SYNTHETIC_BASE: u64 = 1 << 56;
+/// Open `O_PATH` descriptors kept for handle-backed nodes.
+pub const FD_CACHE_MAX: usize = 1024;
+
+/// `statx` mask the daemon asks for.
+pub const STATX_MASK: u32 = b::STATX_BASIC_STATS | b::STATX_BTIME;
+
+/// One node.
+#[derive(Debug)]
+pub struct Inode {
+    /// FUSE node id.
+    pub id: u64,
+    /// (device, inode number) inside the kernel.
+    key: (u64, u64),
+    /// How to find it again, when the filesystem can say.
+    handle: Option<FileHandle>,
+    /// A descriptor held for the node's whole life (root, or no handle support).
+    pinned: Option<Arc<KernelFd>>,
+    /// A cached descriptor for handle-backed nodes.
+    cached: Mutex<Option<Arc<KernelFd>>>,
+    /// FUSE lookup count.
+    lookups: AtomicU64,
+    /// `S_IFMT` bits (a node never changes type).
+    pub file_type: u32,
+}
+
+impl Inode {
+    /// Whether the node is a symbolic link.
+    pub fn is_symlink(&self) -> bool {
+        self.file_type == b::S_IFLNK
+    }
+}
+
+#[derive(Default)]
+struct Maps {
+    by_id: HashMap<u64, Arc<Inode>>,
+    by_key: HashMap<(u64, u64), u64>,
+}
+
+/// All known nodes.
+pub struct InodeTable {
+    maps: RwLock<Maps>,
+    next_synthetic: AtomicU64,
+    /// The mount's root: `open_by_handle_at` needs a descriptor on the filesystem.
+    mount_fd: Arc<KernelFd>,
+    /// Handle-backed nodes with a cached descriptor, oldest first.
+    fd_cache: Mutex<VecDeque<Weak<Inode>>>,
+}
+
+/// What a lookup found.
+pub struct Found {
+    /// The node (its lookup count already raised by one).
+    pub inode: Arc<Inode>,
+    /// Its attributes.
+    pub stat: Statx,
+}
+
+fn key_of(st: &Statx) -> (u64, u64) {
+    (
+        (u64::from(st.dev_major) << 32) | u64::from(st.dev_minor),
+        st.ino,
+    )
+}
+
+impl InodeTable {
+    /// A table whose root (node 1) is the directory `root` inside the kernel.
+    pub fn new(root: &CStr) -> Result<InodeTable, Errno> {
+        let flags = (b::O_PATH | b::O_DIRECTORY | b::O_CLOEXEC) as i32;
+        let fd = Arc::new(sys::openat(crate::lkl::CWD, root, flags, 0)?);
+        let st = stat_fd(&fd)?;
+        let root = Arc::new(Inode {
+            id: ROOT_ID,
+            key: key_of(&st),
+            handle: None,
+            pinned: Some(fd.clone()),
+            cached: Mutex::new(None),
+            lookups: AtomicU64::new(1),
+            file_type: u32::from(st.mode) & b::S_IFMT,
+        });
+        let mut maps = Maps::default();
+        maps.by_key.insert(root.key, ROOT_ID);
+        maps.by_id.insert(ROOT_ID, root);
+        Ok(InodeTable {
+            maps: RwLock::new(maps),
+            next_synthetic: AtomicU64::new(SYNTHETIC_BASE),
+            mount_fd: fd,
+            fd_cache: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// The root directory's descriptor.
+    pub fn root_fd(&self) -> &Arc<KernelFd> {
+        &self.mount_fd
+    }
+
+    /// The node with id `id`; `ESTALE` if the host names one it was told to forget.
+    pub fn get(&self, id: u64) -> Result<Arc<Inode>, Errno> {
+        let maps = self.maps.read().unwrap_or_else(|e| e.into_inner());
+        maps.by_id.get(&id).cloned().ok_or(Errno::ESTALE)
+    }
+
+    /// An `O_PATH` descriptor for `inode`, reopened from its handle if needed.
+    pub fn fd(&self, inode: &Arc<Inode>) -> Result<Arc<KernelFd>, Errno> {
+        if let Some(fd) = &inode.pinned {
+            return Ok(fd.clone());
+        }
+        if let Some(fd) = lock(&inode.cached).clone() {
+            return Ok(fd);
+        }
+        let handle = inode.handle.as_ref().ok_or(Errno::ESTALE)?;
+        let flags = (b::O_PATH | b::O_NOFOLLOW | b::O_CLOEXEC) as i32;
+        let fd = Arc::new(creds::as_daemon(|| {
+            sys::open_by_handle_at(&*self.mount_fd, handle, flags)
+        })?);
+        self.cache_fd(inode, fd.clone());
+        Ok(fd)
+    }
+
+    fn cache_fd(&self, inode: &Arc<Inode>, fd: Arc<KernelFd>) {
+        {
+            let mut cached = lock(&inode.cached);
+            if cached.is_some() {
+                return;
+            }
+            *cached = Some(fd);
+        }
+        let mut queue = lock(&self.fd_cache);
+        queue.push_back(Arc::downgrade(inode));
+        while queue.len() > FD_CACHE_MAX {
+            if let Some(old) = queue.pop_front().and_then(|w| w.upgrade()) {
+                lock(&old.cached).take();
+            }
+        }
+    }
+
+    /// Looks `name` up in directory `parent` and counts one more host reference to it.
+    pub fn lookup(&self, parent: &Arc<Inode>, name: &CStr) -> Result<Found, Errno> {
+        let dir = self.fd(parent)?;
+        let flags = (b::O_PATH | b::O_NOFOLLOW | b::O_CLOEXEC) as i32;
+        let fd = sys::openat(&*dir, name, flags, 0)?;
+        let stat = stat_fd(&fd)?;
+        let handle = match sys::name_to_handle_at(&fd, c"", b::AT_EMPTY_PATH as i32) {
+            Ok((handle, _mount_id)) => Some(handle),
+            Err(_) => None,
+        };
+        Ok(Found {
+            inode: self.insert(fd, &stat, handle),
+            stat,
+        })
+    }
+
+    fn insert(&self, fd: KernelFd, stat: &Statx, handle: Option<FileHandle>) -> Arc<Inode> {
+        let key = key_of(stat);
+        let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = maps.by_key.get(&key).and_then(|id| maps.by_id.get(id)) {
+            // The same inode again, unless its number was reused for a new one (then the
+            // handle, which carries a generation, differs).
+            if existing.handle == handle {
+                existing.lookups.fetch_add(1, Ordering::Relaxed);
+                return existing.clone();
+            }
+        }
+        let id = if stat.ino != ROOT_ID && !maps.by_id.contains_key(&stat.ino) {
+            stat.ino
+        } else {
+            self.next_synthetic.fetch_add(1, Ordering::Relaxed)
+        };
+        let fd = Arc::new(fd);
+        let pinned = handle.is_none().then(|| fd.clone());
+        let inode = Arc::new(Inode {
+            id,
+            key,
+            handle,
+            pinned,
+            cached: Mutex::new(None),
+            lookups: AtomicU64::new(1),
+            file_type: u32::from(stat.mode) & b::S_IFMT,
+        });
+        maps.by_key.insert(key, id);
+        maps.by_id.insert(id, inode.clone());
+        drop(maps);
+        if inode.pinned.is_none() {
+            self.cache_fd(&inode, fd);
+        }
+        inode
+    }
+
+    /// The host dropped `n` references to node `id`; it goes once none are left.
+    pub fn forget(&self, id: u64, n: u64) {
+        if id == ROOT_ID {
+            return;
+        }
+        let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
+        let Some(inode) = maps.by_id.get(&id) else {
+            return;
+        };
+        let left = inode.lookups.load(Ordering::Relaxed).saturating_sub(n);
+        inode.lookups.store(left, Ordering::Relaxed);
+        if left == 0 {
+            let key = inode.key;
+            maps.by_id.remove(&id);
+            if maps.by_key.get(&key) == Some(&id) {
+                maps.by_key.remove(&key);
+            }
+        }
+    }
+
+    /// Number of nodes known (root included).
+    pub fn len(&self) -> usize {
+        self.maps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_id
+            .len()
+    }
+
+    /// Whether only the root is known.
+    pub fn is_empty(&self) -> bool {
+        self.len() <= 1
+    }
+
+    /// Drops every node but the root (at unmount: closes their descriptors).
+    pub fn clear(&self) {
+        let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
+        maps.by_id.retain(|id, _| *id == ROOT_ID);
+        maps.by_key.retain(|_, id| *id == ROOT_ID);
+        lock(&self.fd_cache).clear();
+    }
+}
+
+/// `statx` of an `O_PATH` descriptor itself (not following a symlink it may be).
+pub fn stat_fd(fd: &KernelFd) -> Result<Statx, Errno> {
+    sys::statx(
+        fd,
+        c"",
+        (b::AT_EMPTY_PATH | b::AT_SYMLINK_NOFOLLOW) as i32,
+        STATX_MASK,
+    )
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,1056 @@
+//! FUSE requests served by the in-process kernel: a [`fuser::Filesystem`] over `lkl::sys`.
+//!
+//! ```text
+//! host kernel ──FUSE──► fuser worker thread (one kernel task each)
+//!                          │ creds::become_caller(uid, gid, groups)
+//!                          │ inode table: node id → O_PATH descriptor (reopened by handle)
+//!                          ▼
+//!                       lkl::sys::* on the filesystem mounted inside the kernel
+//! ```
+//!
+//! Modelled on virtiofsd's passthrough: nodes are inodes, not paths, so renames never
+//! invalidate anything; operations on a node go through its `O_PATH` descriptor, either with
+//! `AT_EMPTY_PATH` or, where the kernel needs a real path, `/proc/self/fd/N` (the kernel's
+//! procfs is mounted for that). Errnos from the kernel reach the caller unchanged.
+//!
+//! POSIX and BSD locks are left to the host kernel (the lock requests answer `ENOSYS`, so
+//! FUSE keeps them local): the mount is the only way into the image while it is mounted, so
+//! local locks are exact.
+
+pub mod creds;
+pub mod inode;
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, FileAttr, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::lkl::abi::{self, SetTime, Statx, Timestamp};
+use crate::lkl::{bindings as b, sys, Errno, KernelFd, CWD};
+use creds::{Caller, GroupCache};
+use inode::{stat_fd, Inode, InodeTable, ROOT_ID};
+
+/// How long the host may cache names and attributes. The host's FUSE mount is the only way
+/// into the image while it is mounted, so nothing changes behind the host's back.
+const TTL: Duration = Duration::from_secs(1);
+
+/// Largest read or write request negotiated with the host.
+pub const MAX_IO: u32 = 1 << 20;
+
+/// A file or directory opened for the host.
+struct OpenFile {
+    fd: KernelFd,
+    /// Serialises `lseek` + `getdents64` on directories.
+    dir_lock: Mutex<()>,
+}
+
+/// The filesystem mounted inside the kernel, served to the host.
+pub struct KernelFs {
+    inodes: InodeTable,
+    files: RwLock<HashMap<u64, Arc<OpenFile>>>,
+    next_fh: AtomicU64,
+    groups: GroupCache,
+    read_only: bool,
+}
+
+/// `Errno` from the kernel → the FUSE reply's error (same numbers).
+fn ferr(e: Errno) -> fuser::Errno {
+    fuser::Errno::from_i32(e.raw())
+}
+
+fn cname(name: &OsStr) -> Result<CString, Errno> {
+    CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// `/proc/self/fd/N`: lets path-only calls reach the inode behind an `O_PATH` descriptor.
+fn proc_path(fd: &KernelFd) -> CString {
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw())).expect("a formatted number has no NUL")
+}
+
+fn file_type(mode: u32) -> FileType {
+    match mode & b::S_IFMT {
+        b::S_IFDIR => FileType::Directory,
+        b::S_IFLNK => FileType::Symlink,
+        b::S_IFCHR => FileType::CharDevice,
+        b::S_IFBLK => FileType::BlockDevice,
+        b::S_IFIFO => FileType::NamedPipe,
+        b::S_IFSOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn dirent_type(d_type: u8) -> FileType {
+    match d_type {
+        abi::dt::DIR => FileType::Directory,
+        abi::dt::LNK => FileType::Symlink,
+        abi::dt::CHR => FileType::CharDevice,
+        abi::dt::BLK => FileType::BlockDevice,
+        abi::dt::FIFO => FileType::NamedPipe,
+        abi::dt::SOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+/// The host's view of a kernel inode's attributes, reported as node `id`.
+fn attr(id: u64, st: &Statx) -> FileAttr {
+    let mode = u32::from(st.mode);
+    FileAttr {
+        ino: INodeNo(id),
+        size: st.size,
+        blocks: st.blocks,
+        atime: st.atime.to_system_time(),
+        mtime: st.mtime.to_system_time(),
+        ctime: st.ctime.to_system_time(),
+        crtime: st.btime.to_system_time(),
+        kind: file_type(mode),
+        perm: (mode & 0o7777) as u16,
+        nlink: st.nlink,
+        uid: st.uid,
+        gid: st.gid,
+        rdev: abi::kernel_dev_encode(st.rdev_major, st.rdev_minor),
+        blksize: st.blksize,
+        flags: 0,
+    }
+}
+
+fn set_time(t: Option<TimeOrNow>) -> SetTime {
+    match t {
+        None => SetTime::Omit,
+        Some(TimeOrNow::Now) => SetTime::Now,
+        Some(TimeOrNow::SpecificTime(t)) => SetTime::At(Timestamp::from_system_time(t)),
+    }
+}
+
+impl KernelFs {
+    /// Serves the directory `root` (inside the kernel), usually a mount point of a disk.
+    pub fn new(root: &std::ffi::CStr, read_only: bool) -> Result<KernelFs, Errno> {
+        ensure_procfs()?;
+        // Modes arrive from the host already masked by the caller's umask.
+        sys::umask(0)?;
+        raise_open_file_limit();
+        Ok(KernelFs {
+            inodes: InodeTable::new(root)?,
+            files: RwLock::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            groups: GroupCache::default(),
+            read_only,
+        })
+    }
+
+    /// Closes every descriptor the host still had open (at unmount, so that the kernel
+    /// mount is not busy).
+    pub fn release_all(&self) {
+        self.files
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.inodes.clear();
+    }
+
+    /// Known nodes and open files (for tests and statistics).
+    pub fn counts(&self) -> (usize, usize) {
+        let files = self.files.read().unwrap_or_else(|e| e.into_inner()).len();
+        (self.inodes.len(), files)
+    }
+
+    fn caller(&self, req: &Request) -> Result<(), Errno> {
+        let caller = if req.uid() == 0 && req.gid() == 0 {
+            Caller::root()
+        } else {
+            self.groups.caller(req.pid(), req.uid(), req.gid())
+        };
+        creds::become_caller(&caller)
+    }
+
+    fn node(&self, ino: INodeNo) -> Result<Arc<Inode>, Errno> {
+        self.inodes.get(ino.0)
+    }
+
+    fn node_fd(&self, ino: INodeNo) -> Result<(Arc<Inode>, Arc<KernelFd>), Errno> {
+        let node = self.node(ino)?;
+        let fd = self.inodes.fd(&node)?;
+        Ok((node, fd))
+    }
+
+    fn file(&self, fh: fuser::FileHandle) -> Result<Arc<OpenFile>, Errno> {
+        self.files
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh.0)
+            .cloned()
+            .ok_or(Errno::EBADF)
+    }
+
+    fn add_file(&self, fd: KernelFd) -> fuser::FileHandle {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.files
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                fh,
+                Arc::new(OpenFile {
+                    fd,
+                    dir_lock: Mutex::new(()),
+                }),
+            );
+        fuser::FileHandle(fh)
+    }
+
+    fn stat_node(&self, node: &Inode, fd: &KernelFd) -> Result<FileAttr, Errno> {
+        let st = stat_fd(fd)?;
+        let id = if node.id == ROOT_ID { ROOT_ID } else { node.id };
+        Ok(attr(id, &st))
+    }
+
+    fn lookup_entry(&self, parent: INodeNo, name: &OsStr) -> Result<(FileAttr, Generation), Errno> {
+        let parent = self.node(parent)?;
+        let name = cname(name)?;
+        let found = self.inodes.lookup(&parent, &name)?;
+        Ok((attr(found.inode.id, &found.stat), Generation(0)))
+    }
+
+    #[allow(clippy::too_many_arguments)] // the FUSE request's fields, one each
+    fn do_setattr(
+        &self,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<fuser::FileHandle>,
+    ) -> Result<FileAttr, Errno> {
+        let (node, fd) = self.node_fd(ino)?;
+        let empty = b::AT_EMPTY_PATH as i32;
+        let nofollow = b::AT_SYMLINK_NOFOLLOW as i32;
+        if let Some(mode) = mode {
+            sys::fchmodat2(&*fd, c"", mode & 0o7777, empty)?;
+        }
+        if uid.is_some() || gid.is_some() {
+            // -1 (as u32) leaves that id unchanged.
+            sys::fchownat(
+                &*fd,
+                c"",
+                uid.unwrap_or(u32::MAX),
+                gid.unwrap_or(u32::MAX),
+                empty | nofollow,
+            )?;
+        }
+        if let Some(size) = size {
+            let size = i64::try_from(size).map_err(|_| Errno::EFBIG)?;
+            match fh.map(|fh| self.file(fh)).transpose()? {
+                Some(file) => sys::ftruncate(&file.fd, size)?,
+                None => sys::truncate(&proc_path(&fd), size)?,
+            }
+        }
+        if atime.is_some() || mtime.is_some() {
+            let times = abi::utimens_to_kernel(set_time(atime), set_time(mtime));
+            sys::utimensat(&*fd, Some(c""), Some(&times), empty | nofollow)?;
+        }
+        self.stat_node(&node, &fd)
+    }
+
+    fn do_open(&self, ino: INodeNo, flags: i32) -> Result<(fuser::FileHandle, FopenFlags), Errno> {
+        let (_, fd) = self.node_fd(ino)?;
+        let (flags, fopen) = open_flags(flags);
+        let file = sys::openat(CWD, &proc_path(&fd), flags, 0)?;
+        Ok((self.add_file(file), fopen))
+    }
+
+    fn do_create(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> Result<(FileAttr, fuser::FileHandle, FopenFlags), Errno> {
+        let (pnode, dir) = self.node_fd(parent)?;
+        let name = cname(name)?;
+        let (flags, fopen) = open_flags(flags);
+        let file = sys::openat(&*dir, &name, flags | b::O_CREAT as i32, mode)?;
+        let found = self.inodes.lookup(&pnode, &name)?;
+        Ok((
+            attr(found.inode.id, &found.stat),
+            self.add_file(file),
+            fopen,
+        ))
+    }
+
+    fn make_node(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        make: impl FnOnce(&KernelFd, &std::ffi::CStr) -> Result<(), Errno>,
+    ) -> Result<FileAttr, Errno> {
+        let (pnode, dir) = self.node_fd(parent)?;
+        let name = cname(name)?;
+        make(&dir, &name)?;
+        let found = self.inodes.lookup(&pnode, &name)?;
+        Ok(attr(found.inode.id, &found.stat))
+    }
+
+    fn do_read(&self, fh: fuser::FileHandle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        let file = self.file(fh)?;
+        let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+        let mut buf = vec![0u8; size.min(MAX_IO) as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let n = sys::pread64(&file.fd, &mut buf[done..], offset + done as i64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    fn do_write(&self, fh: fuser::FileHandle, offset: u64, data: &[u8]) -> Result<u32, Errno> {
+        let file = self.file(fh)?;
+        let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+        let mut done = 0;
+        while done < data.len() {
+            let n = sys::pwrite64(&file.fd, &data[done..], offset + done as i64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        u32::try_from(done).map_err(|_| Errno::EINVAL)
+    }
+
+    fn do_readdir(
+        &self,
+        fh: fuser::FileHandle,
+        offset: u64,
+        mut add: impl FnMut(&abi::Dirent<'_>) -> Result<bool, Errno>,
+    ) -> Result<(), Errno> {
+        let file = self.file(fh)?;
+        let _positioned = file.dir_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+        // Offsets are the filesystem's own d_off cookies: seeking to the last one the host
+        // received resumes exactly after it, without buffering the directory.
+        sys::lseek(&file.fd, offset, b::SEEK_SET)?;
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = sys::getdents64(&file.fd, &mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            for entry in abi::dirents(&buf[..n]) {
+                if add(&entry?)? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn xattr_target(&self, ino: INodeNo) -> Result<(Arc<Inode>, CString), Errno> {
+        let (node, fd) = self.node_fd(ino)?;
+        Ok((node, proc_path(&fd)))
+    }
+}
+
+/// Host open flags → kernel flags for reopening through `/proc/self/fd`, and the FUSE open
+/// flags to answer with. `O_DIRECT` cannot be honoured by a kernel without an MMU (it cannot
+/// pin host pages), so it is dropped here and the host is told to bypass its own page cache
+/// for the file instead, which is what the caller wanted.
+fn open_flags(host: i32) -> (i32, FopenFlags) {
+    let mut fopen = FopenFlags::empty();
+    let mut host = host;
+    if host & libc::O_DIRECT != 0 {
+        host &= !libc::O_DIRECT;
+        fopen |= FopenFlags::FOPEN_DIRECT_IO;
+    }
+    host &= !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW);
+    (abi::open_flags_to_kernel(host) | b::O_CLOEXEC as i32, fopen)
+}
+
+fn ensure_procfs() -> Result<(), Errno> {
+    match sys::mkdirat(CWD, c"/proc", 0o555) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    match sys::mount(Some(c"proc"), c"/proc", Some(c"proc"), 0, None) {
+        Ok(()) | Err(Errno::EBUSY) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Nodes of filesystems without file handles keep a descriptor each; the kernel's default
+/// limit of 1024 would cap how many files the host can have looked up.
+fn raise_open_file_limit() {
+    const RLIMIT_NOFILE: u32 = 7;
+    const NR_OPEN: u64 = 1 << 20;
+    if let Err(e) = sys::setrlimit(RLIMIT_NOFILE, NR_OPEN, NR_OPEN) {
+        tracing::warn!("cannot raise the kernel's open file limit: {e}");
+    }
+}
+
+macro_rules! try_reply {
+    ($reply:ident, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return $reply.error(ferr(e)),
+        }
+    };
+}
+
+impl Filesystem for KernelFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = InitFlags::FUSE_ASYNC_READ
+            | InitFlags::FUSE_BIG_WRITES
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_MAX_PAGES;
+        let supported = config.capabilities() & wanted;
+        let _ = config.add_capabilities(supported);
+        let _ = config.set_max_write(MAX_IO);
+        let _ = config.set_max_readahead(MAX_IO);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        self.release_all();
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        try_reply!(reply, self.caller(req));
+        let (attr, generation) = try_reply!(reply, self.lookup_entry(parent, name));
+        reply.entry(&TTL, &attr, generation);
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: Option<fuser::FileHandle>,
+        reply: ReplyAttr,
+    ) {
+        try_reply!(reply, self.caller(req));
+        let result = (|| {
+            if let Some(fh) = fh {
+                let file = self.file(fh)?;
+                let st = sys::statx(&file.fd, c"", b::AT_EMPTY_PATH as i32, inode::STATX_MASK)?;
+                return Ok(attr(ino.0, &st));
+            }
+            let (node, fd) = self.node_fd(ino)?;
+            self.stat_node(&node, &fd)
+        })();
+        let attr = try_reply!(reply, result);
+        reply.attr(&TTL, &attr);
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<fuser::FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        try_reply!(reply, self.caller(req));
+        let attr = try_reply!(
+            reply,
+            self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh)
+        );
+        reply.attr(&TTL, &attr);
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        try_reply!(reply, self.caller(req));
+        let (_, fd) = try_reply!(reply, self.node_fd(ino));
+        let mut buf = vec![0u8; libc::PATH_MAX as usize];
+        let n = try_reply!(reply, sys::readlinkat(&*fd, c"", &mut buf));
+        reply.data(&buf[..n]);
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        try_reply!(reply, self.caller(req));
+        let attr = try_reply!(
+            reply,
+            self.make_node(parent, name, |dir, name| sys::mknodat(
+                dir, name, mode, rdev
+            ))
+        );
+        reply.entry(&TTL, &attr, Generation(0));
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        try_reply!(reply, self.caller(req));
+        let attr = try_reply!(
+            reply,
+            self.make_node(parent, name, |dir, name| sys::mkdirat(dir, name, mode))
+        );
+        reply.entry(&TTL, &attr, Generation(0));
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        try_reply!(reply, self.caller(req));
+        let (_, dir) = try_reply!(reply, self.node_fd(parent));
+        let name = try_reply!(reply, cname(name));
+        try_reply!(reply, sys::unlinkat(&*dir, &name, 0));
+        reply.ok();
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        try_reply!(reply, self.caller(req));
+        let (_, dir) = try_reply!(reply, self.node_fd(parent));
+        let name = try_reply!(reply, cname(name));
+        try_reply!(reply, sys::unlinkat(&*dir, &name, b::AT_REMOVEDIR as i32));
+        reply.ok();
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        try_reply!(reply, self.caller(req));
+        let target = try_reply!(reply, cname(target.as_os_str()));
+        let attr = try_reply!(
+            reply,
+            self.make_node(parent, link_name, |dir, name| sys::symlinkat(
+                &target, dir, name
+            ))
+        );
+        reply.entry(&TTL, &attr, Generation(0));
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        try_reply!(reply, self.caller(req));
+        let result = (|| {
+            let (_, olddir) = self.node_fd(parent)?;
+            let (_, newdir) = self.node_fd(newparent)?;
+            let flags = abi::rename_flags_to_kernel(flags.bits())?;
+            sys::renameat2(&*olddir, &cname(name)?, &*newdir, &cname(newname)?, flags)
+        })();
+        try_reply!(reply, result);
+        reply.ok();
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        try_reply!(reply, self.caller(req));
+        let result = (|| {
+            let (_, fd) = self.node_fd(ino)?;
+            // Through the magic link: linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH.
+            self.make_node(newparent, newname, |dir, name| {
+                sys::linkat(CWD, &proc_path(&fd), dir, name, b::AT_SYMLINK_FOLLOW as i32)
+            })
+        })();
+        let attr = try_reply!(reply, result);
+        reply.entry(&TTL, &attr, Generation(0));
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        try_reply!(reply, self.caller(req));
+        let (fh, fopen) = try_reply!(reply, self.do_open(ino, flags.0));
+        reply.opened(fh, fopen);
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: fuser::FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        try_reply!(reply, self.caller(req));
+        let data = try_reply!(reply, self.do_read(fh, offset, size));
+        reply.data(&data);
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: fuser::FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        try_reply!(reply, self.caller(req));
+        let n = try_reply!(reply, self.do_write(fh, offset, data));
+        reply.written(n);
+    }
+
+    fn flush(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: fuser::FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        try_reply!(reply, self.caller(req));
+        // close(2) of a duplicate reports what the filesystem's ->flush says (deferred
+        // write errors) without closing the file the host still uses.
+        let result = self
+            .file(fh)
+            .and_then(|file| sys::dup(&file.fd))
+            .and_then(sys::close);
+        try_reply!(reply, result);
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: fuser::FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.files
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: fuser::FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        try_reply!(reply, self.caller(req));
+        let file = try_reply!(reply, self.file(fh));
+        let result = if datasync {
+            sys::fdatasync(&file.fd)
+        } else {
+            sys::fsync(&file.fd)
+        };
+        try_reply!(reply, result);
+        reply.ok();
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        try_reply!(reply, self.caller(req));
+        let flags = (b::O_RDONLY | b::O_DIRECTORY) as i32;
+        let (fh, _) = try_reply!(reply, self.do_open(ino, flags));
+        reply.opened(fh, FopenFlags::empty());
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: fuser::FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        try_reply!(reply, self.caller(req));
+        let result = self.do_readdir(fh, offset, |e| {
+            let name = OsStr::from_bytes(e.name.to_bytes());
+            Ok(reply.add(INodeNo(e.ino), e.off as u64, dirent_type(e.d_type), name))
+        });
+        try_reply!(reply, result);
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: fuser::FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        try_reply!(reply, self.caller(req));
+        let parent = try_reply!(reply, self.node(ino));
+        let result = self.do_readdir(fh, offset, |e| {
+            let name_bytes = e.name.to_bytes();
+            let name = OsStr::from_bytes(name_bytes);
+            if name_bytes == b"." || name_bytes == b".." {
+                // The host never links these; a lookup would leak a reference.
+                let attr = FileAttr {
+                    ino: INodeNo(e.ino),
+                    size: 0,
+                    blocks: 0,
+                    atime: SystemTime::UNIX_EPOCH,
+                    mtime: SystemTime::UNIX_EPOCH,
+                    ctime: SystemTime::UNIX_EPOCH,
+                    crtime: SystemTime::UNIX_EPOCH,
+                    kind: FileType::Directory,
+                    perm: 0,
+                    nlink: 0,
+                    uid: 0,
+                    gid: 0,
+                    rdev: 0,
+                    blksize: 0,
+                    flags: 0,
+                };
+                return Ok(reply.add(
+                    INodeNo(e.ino),
+                    e.off as u64,
+                    name,
+                    &Duration::ZERO,
+                    &attr,
+                    Generation(0),
+                ));
+            }
+            let found = match self.inodes.lookup(&parent, e.name) {
+                Ok(found) => found,
+                // Removed since getdents64 saw it: not there any more.
+                Err(Errno::ENOENT) => return Ok(false),
+                Err(err) => return Err(err),
+            };
+            let attr = attr(found.inode.id, &found.stat);
+            let full = reply.add(
+                INodeNo(found.inode.id),
+                e.off as u64,
+                name,
+                &TTL,
+                &attr,
+                Generation(0),
+            );
+            if full {
+                // Not sent: the host holds no reference to it.
+                self.inodes.forget(found.inode.id, 1);
+            }
+            Ok(full)
+        });
+        try_reply!(reply, result);
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: fuser::FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.files
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: fuser::FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fsync(req, ino, fh, datasync, reply);
+    }
+
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        try_reply!(reply, self.caller(req));
+        let st = try_reply!(reply, sys::fstatfs(&**self.inodes.root_fd()));
+        let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        reply.statfs(
+            st.blocks,
+            st.blocks_free,
+            st.blocks_avail,
+            st.files,
+            st.files_free,
+            clamp(st.block_size),
+            clamp(st.name_max),
+            clamp(st.fragment_size),
+        );
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        try_reply!(reply, self.caller(req));
+        let result = (|| {
+            let (node, path) = self.xattr_target(ino)?;
+            if node.is_symlink() {
+                // Following /proc/self/fd would reach the link's target; the kernel refuses
+                // user.* on symlinks anyway, and no other namespace is reachable from here.
+                return Err(Errno::EPERM);
+            }
+            let flags = abi::xattr_flags_to_kernel(flags)?;
+            sys::setxattr(&path, &cname(name)?, value, flags)
+        })();
+        try_reply!(reply, result);
+        reply.ok();
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        try_reply!(reply, self.caller(req));
+        let result = (|| {
+            let (node, path) = self.xattr_target(ino)?;
+            if node.is_symlink() {
+                return Err(Errno::ENODATA);
+            }
+            let name = cname(name)?;
+            let mut buf = vec![0u8; (size as usize).min(b::XATTR_SIZE_MAX as usize)];
+            let n = sys::getxattr(&path, &name, &mut buf)?;
+            buf.truncate(n);
+            Ok((n, buf))
+        })();
+        let (n, value) = try_reply!(reply, result);
+        if size == 0 {
+            // Size 0 asks only how big the value is.
+            reply.size(u32::try_from(n).unwrap_or(u32::MAX));
+        } else {
+            reply.data(&value);
+        }
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        try_reply!(reply, self.caller(req));
+        let result = (|| {
+            let (node, path) = self.xattr_target(ino)?;
+            if node.is_symlink() {
+                return Ok((0, Vec::new()));
+            }
+            let mut buf = vec![0u8; (size as usize).min(b::XATTR_LIST_MAX as usize)];
+            let n = sys::listxattr(&path, &mut buf)?;
+            buf.truncate(n);
+            Ok((n, buf))
+        })();
+        let (n, list) = try_reply!(reply, result);
+        if size == 0 {
+            reply.size(u32::try_from(n).unwrap_or(u32::MAX));
+        } else {
+            reply.data(&list);
+        }
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        try_reply!(reply, self.caller(req));
+        let result = (|| {
+            let (node, path) = self.xattr_target(ino)?;
+            if node.is_symlink() {
+                return Err(Errno::ENODATA);
+            }
+            sys::removexattr(&path, &cname(name)?)
+        })();
+        try_reply!(reply, result);
+        reply.ok();
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        try_reply!(reply, self.caller(req));
+        let (_, fd) = try_reply!(reply, self.node_fd(ino));
+        let flags = (b::AT_EMPTY_PATH | b::AT_EACCESS | b::AT_SYMLINK_NOFOLLOW) as i32;
+        try_reply!(reply, sys::faccessat2(&*fd, c"", mask.bits(), flags));
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        try_reply!(reply, self.caller(req));
+        let (attr, fh, fopen) = try_reply!(reply, self.do_create(parent, name, mode, flags));
+        reply.created(&TTL, &attr, Generation(0), fh, fopen);
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: fuser::FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        reply: ReplyLock,
+    ) {
+        // ENOSYS: the host keeps POSIX locks itself (see the module docs).
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: fuser::FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        _sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: fuser::FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        try_reply!(reply, self.caller(req));
+        let result = (|| {
+            let file = self.file(fh)?;
+            let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+            let length = i64::try_from(length).map_err(|_| Errno::EINVAL)?;
+            sys::fallocate(
+                &file.fd,
+                abi::fallocate_mode_to_kernel(mode)?,
+                offset,
+                length,
+            )
+        })();
+        try_reply!(reply, result);
+        reply.ok();
+    }
+
+    fn lseek(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: fuser::FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        try_reply!(reply, self.caller(req));
+        let file = try_reply!(reply, self.file(fh));
+        let whence = try_reply!(reply, u32::try_from(whence).map_err(|_| Errno::EINVAL));
+        let pos = try_reply!(reply, sys::lseek(&file.fd, offset, whence));
+        reply.offset(pos);
+    }
+
+    fn copy_file_range(
+        &self,
+        req: &Request,
+        _ino_in: INodeNo,
+        fh_in: fuser::FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: fuser::FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        try_reply!(reply, self.caller(req));
+        let result = (|| {
+            let fin = self.file(fh_in)?;
+            let fout = self.file(fh_out)?;
+            let mut off_in = i64::try_from(offset_in).map_err(|_| Errno::EINVAL)?;
+            let mut off_out = i64::try_from(offset_out).map_err(|_| Errno::EINVAL)?;
+            // The reply carries a u32 count.
+            let len = len.min(u64::from(u32::MAX >> 1)) as usize;
+            let n = sys::copy_file_range(
+                &fin.fd,
+                Some(&mut off_in),
+                &fout.fd,
+                Some(&mut off_out),
+                len,
+                0,
+            )?;
+            u32::try_from(n).map_err(|_| Errno::EINVAL)
+        })();
+        let n = try_reply!(reply, result);
+        reply.written(n);
+    }
+}
+
+impl std::fmt::Debug for KernelFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (nodes, files) = self.counts();
+        f.debug_struct("KernelFs")
+            .field("nodes", &nodes)
+            .field("files", &files)
+            .field("read_only", &self.read_only)
+            .finish()
+    }
+}
