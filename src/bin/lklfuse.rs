@@ -145,12 +145,19 @@ fn serve(
     // Stop requests unmount the FUSE side; the session loop then returns.
     let unmounter = Arc::new(Mutex::new(session.unmount_callable()));
     let on_signal = unmounter.clone();
+    let mountpoint = config.mountpoint.clone();
     let _signals = signals::on_stop_signals(move |signal| {
         tracing::info!("signal {signal}: unmounting");
         let _ = notify::notify("STOPPING=1");
-        if let Ok(mut u) = on_signal.lock() {
-            if let Err(e) = u.unmount() {
-                tracing::error!("FUSE unmount after signal {signal}: {e}");
+        let unmounted = match on_signal.lock() {
+            Ok(mut u) => u.unmount(),
+            Err(_) => Err(std::io::Error::other("unmounter poisoned")),
+        };
+        if let Err(e) = unmounted {
+            // Busy (a shell sits in it): detach now; the session ends when it is let go.
+            tracing::warn!("FUSE unmount after signal {signal}: {e}; detaching it lazily");
+            if let Err(e) = daemon::unmount::detach(&mountpoint) {
+                tracing::error!("lazy unmount of {}: {e}", mountpoint.display());
             }
         }
     })
@@ -250,12 +257,8 @@ fn mount(config: &Config) -> Result<Mounted, Error> {
     fuse_config.n_threads = Some(config.threads.max(1));
     fuse_config.clone_fd = true;
     let session = match config.preopened_fuse_fd() {
-        Some(fd) => {
-            // SAFETY: mount.fuse3 handed this descriptor over for us to own.
-            let owned =
-                unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-            fuser::Session::from_fd(fs, owned, fuse_config.acl, fuse_config)
-        }
+        Some(fd) => daemon::unmount::take_fuse_fd(fd)
+            .and_then(|owned| fuser::Session::from_fd(fs, owned, fuse_config.acl, fuse_config)),
         None => fuser::Session::new(fs, &config.mountpoint, &fuse_config),
     }
     .map_err(|e| {

@@ -30,6 +30,7 @@ pub mod logging;
 pub mod notify;
 pub mod options;
 pub mod signals;
+pub mod unmount;
 
 pub use background::{daemonize, exit_parent, Readiness, Role};
 pub use error::{describe_io_error, Error};

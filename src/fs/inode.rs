@@ -90,7 +90,8 @@ fn key_of(st: &Statx) -> (u64, u64) {
 impl InodeTable {
     /// A table whose root (node 1) is the directory `root` inside the kernel.
     pub fn new(root: &CStr) -> Result<InodeTable, Errno> {
-        let flags = (b::O_PATH | b::O_DIRECTORY | b::O_CLOEXEC) as i32;
+        // Not O_PATH: open_by_handle_at wants a real descriptor on the filesystem.
+        let flags = (b::O_RDONLY | b::O_DIRECTORY | b::O_CLOEXEC) as i32;
         let fd = Arc::new(sys::openat(crate::lkl::CWD, root, flags, 0)?);
         let st = stat_fd(&fd)?;
         let root = Arc::new(Inode {
