@@ -23,9 +23,10 @@ use tracing_subscriber::EnvFilter;
 
 use super::error::Error;
 
-/// Filter directives without `-d`: lklfuse and fuser at info, the kernel's console at
+/// Filter directives without `-d`: lklfuse at info, fuser at errors, the kernel's console at
 /// warnings (its info level is the whole boot log).
-const DEFAULT_DIRECTIVES: &str = "info,kernel=warn";
+// fuser warns about its own second unmount attempt after every clean unmount.
+const DEFAULT_DIRECTIVES: &str = "info,kernel=warn,fuser=error";
 
 /// Filter directives with `-d`.
 const DEBUG_DIRECTIVES: &str = "debug";
@@ -138,7 +139,7 @@ mod tests {
 
     #[test]
     fn default_levels() {
-        assert_eq!(default_directives(false), "info,kernel=warn");
+        assert_eq!(default_directives(false), "info,kernel=warn,fuser=error");
         assert_eq!(default_directives(true), "debug");
     }
 

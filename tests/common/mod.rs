@@ -3,6 +3,7 @@
 //! process (cargo runs them one after another), so each gets a fresh kernel.
 #![allow(dead_code)]
 
+pub mod fuse;
 pub mod images;
 
 use std::ffi::CStr;
