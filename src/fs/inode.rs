@@ -50,6 +50,11 @@ pub struct Inode {
 }
 
 impl Inode {
+    /// The inode's generation as the filesystem keeps it (0 when the handle does not say).
+    pub fn generation(&self) -> u64 {
+        self.handle.as_ref().map_or(0, handle_generation)
+    }
+
     /// Whether the node is a symbolic link.
     pub fn is_symlink(&self) -> bool {
         self.file_type == b::S_IFLNK
@@ -254,6 +259,28 @@ impl InodeTable {
     }
 }
 
+/// The generation field of the handle types of `include/linux/exportfs.h` that carry one
+/// where this module can find it: ext4, f2fs, XFS (32- and 64-bit inode numbers) and btrfs.
+fn handle_generation(handle: &FileHandle) -> u64 {
+    const FILEID_INO32_GEN: i32 = 1;
+    const FILEID_INO32_GEN_PARENT: i32 = 2;
+    const FILEID_BTRFS_WITHOUT_PARENT: i32 = 0x4d;
+    const FILEID_BTRFS_WITH_PARENT_ROOT: i32 = 0x4f;
+    const FILEID_INO64_GEN: i32 = 0x81;
+    const FILEID_INO64_GEN_PARENT: i32 = 0x82;
+    let at = match handle.handle_type {
+        FILEID_INO32_GEN | FILEID_INO32_GEN_PARENT => 4,
+        FILEID_INO64_GEN | FILEID_INO64_GEN_PARENT => 8,
+        // struct btrfs_fid: objectid, root_objectid, then gen.
+        FILEID_BTRFS_WITHOUT_PARENT..=FILEID_BTRFS_WITH_PARENT_ROOT => 16,
+        _ => return 0,
+    };
+    handle
+        .bytes
+        .get(at..at + 4)
+        .map_or(0, |b| u64::from(u32::from_ne_bytes([b[0], b[1], b[2], b[3]])))
+}
+
 /// `statx` of an `O_PATH` descriptor itself (not following a symlink it may be).
 pub fn stat_fd(fd: &KernelFd) -> Result<Statx, Errno> {
     sys::statx(
@@ -266,4 +293,31 @@ pub fn stat_fd(fd: &KernelFd) -> Result<Statx, Errno> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(handle_type: i32, bytes: &[u8]) -> FileHandle {
+        FileHandle {
+            handle_type,
+            bytes: bytes.into(),
+        }
+    }
+
+    #[test]
+    fn generations_from_handles() {
+        let mut ext4 = 12u32.to_ne_bytes().to_vec();
+        ext4.extend(7u32.to_ne_bytes());
+        assert_eq!(handle_generation(&handle(1, &ext4)), 7);
+        let mut xfs64 = 1u64.to_ne_bytes().to_vec();
+        xfs64.extend(9u32.to_ne_bytes());
+        assert_eq!(handle_generation(&handle(0x81, &xfs64)), 9);
+        let mut btrfs = [0u8; 20];
+        btrfs[16..].copy_from_slice(&5u32.to_ne_bytes());
+        assert_eq!(handle_generation(&handle(0x4d, &btrfs)), 5);
+        assert_eq!(handle_generation(&handle(1, &[1, 2])), 0, "short handle");
+        assert_eq!(handle_generation(&handle(0x71, &ext4)), 0, "unknown type");
+    }
 }

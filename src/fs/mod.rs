@@ -216,7 +216,10 @@ impl KernelFs {
         let parent = self.node(parent)?;
         let name = cname(name)?;
         let found = self.inodes.lookup(&parent, &name)?;
-        Ok((attr(found.inode.id, &found.stat), Generation(0)))
+        Ok((
+            attr(found.inode.id, &found.stat),
+            Generation(found.inode.generation()),
+        ))
     }
 
     #[allow(clippy::too_many_arguments)] // the FUSE request's fields, one each
@@ -274,7 +277,7 @@ impl KernelFs {
         name: &OsStr,
         mode: u32,
         flags: i32,
-    ) -> Result<(FileAttr, fuser::FileHandle, FopenFlags), Errno> {
+    ) -> Result<(FileAttr, Generation, fuser::FileHandle, FopenFlags), Errno> {
         let (pnode, dir) = self.node_fd(parent)?;
         let name = cname(name)?;
         let (flags, fopen) = open_flags(flags);
@@ -282,6 +285,7 @@ impl KernelFs {
         let found = self.inodes.lookup(&pnode, &name)?;
         Ok((
             attr(found.inode.id, &found.stat),
+            Generation(found.inode.generation()),
             self.add_file(file),
             fopen,
         ))
@@ -292,12 +296,15 @@ impl KernelFs {
         parent: INodeNo,
         name: &OsStr,
         make: impl FnOnce(&KernelFd, &std::ffi::CStr) -> Result<(), Errno>,
-    ) -> Result<FileAttr, Errno> {
+    ) -> Result<(FileAttr, Generation), Errno> {
         let (pnode, dir) = self.node_fd(parent)?;
         let name = cname(name)?;
         make(&dir, &name)?;
         let found = self.inodes.lookup(&pnode, &name)?;
-        Ok(attr(found.inode.id, &found.stat))
+        Ok((
+            attr(found.inode.id, &found.stat),
+            Generation(found.inode.generation()),
+        ))
     }
 
     fn do_read(&self, fh: fuser::FileHandle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
@@ -503,13 +510,13 @@ impl Filesystem for KernelFs {
         reply: ReplyEntry,
     ) {
         try_reply!(reply, self.caller(req));
-        let attr = try_reply!(
+        let (attr, generation) = try_reply!(
             reply,
             self.make_node(parent, name, |dir, name| sys::mknodat(
                 dir, name, mode, rdev
             ))
         );
-        reply.entry(&TTL, &attr, Generation(0));
+        reply.entry(&TTL, &attr, generation);
     }
 
     fn mkdir(
@@ -522,11 +529,11 @@ impl Filesystem for KernelFs {
         reply: ReplyEntry,
     ) {
         try_reply!(reply, self.caller(req));
-        let attr = try_reply!(
+        let (attr, generation) = try_reply!(
             reply,
             self.make_node(parent, name, |dir, name| sys::mkdirat(dir, name, mode))
         );
-        reply.entry(&TTL, &attr, Generation(0));
+        reply.entry(&TTL, &attr, generation);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -555,13 +562,13 @@ impl Filesystem for KernelFs {
     ) {
         try_reply!(reply, self.caller(req));
         let target = try_reply!(reply, cname(target.as_os_str()));
-        let attr = try_reply!(
+        let (attr, generation) = try_reply!(
             reply,
             self.make_node(parent, link_name, |dir, name| sys::symlinkat(
                 &target, dir, name
             ))
         );
-        reply.entry(&TTL, &attr, Generation(0));
+        reply.entry(&TTL, &attr, generation);
     }
 
     fn rename(
@@ -601,8 +608,8 @@ impl Filesystem for KernelFs {
                 sys::linkat(CWD, &proc_path(&fd), dir, name, b::AT_SYMLINK_FOLLOW as i32)
             })
         })();
-        let attr = try_reply!(reply, result);
-        reply.entry(&TTL, &attr, Generation(0));
+        let (attr, generation) = try_reply!(reply, result);
+        reply.entry(&TTL, &attr, generation);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -777,7 +784,7 @@ impl Filesystem for KernelFs {
                 name,
                 &TTL,
                 &attr,
-                Generation(0),
+                Generation(found.inode.generation()),
             );
             if full {
                 // Not sent: the host holds no reference to it.
@@ -930,8 +937,9 @@ impl Filesystem for KernelFs {
         reply: ReplyCreate,
     ) {
         try_reply!(reply, self.caller(req));
-        let (attr, fh, fopen) = try_reply!(reply, self.do_create(parent, name, mode, flags));
-        reply.created(&TTL, &attr, Generation(0), fh, fopen);
+        let (attr, generation, fh, fopen) =
+            try_reply!(reply, self.do_create(parent, name, mode, flags));
+        reply.created(&TTL, &attr, generation, fh, fopen);
     }
 
     fn getlk(
