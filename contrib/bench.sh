@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: the same freshly made image mounted natively (loop, when root),
+# through fuse2fs (ext4, when installed) and through lklfuse (single-threaded -s and the
+# default), measured in one run. Prints absolute numbers and ratios against native.
+#
+#   contrib/bench.sh [--fs ext4|xfs|btrfs|...] [--size-mib 2048] [--quick]
+#
+# --quick shrinks every phase (a smoke run, numbers not meaningful). Exits non-zero if any
+# run fails. Not a test: timings depend on the machine; run it on a quiet one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fs=ext4
+size_mib=2048
+quick=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --fs) fs=$2; shift 2 ;;
+    --size-mib) size_mib=$2; shift 2 ;;
+    --quick) quick=1; shift ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "bench: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+for tool in fio python3 "mkfs.$fs"; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install fio python3 and the mkfs for $fs)" >&2; exit 1; }
+done
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --release --bin lklfuse >&2
+lklfuse="$PWD/target/release/lklfuse"
+
+if [ "$quick" = 1 ]; then
+  seq_mib=64; files=1000; fio_secs=3; mount_runs=3
+else
+  seq_mib=512; files=10000; fio_secs=15; mount_runs=10
+fi
+
+work=$(mktemp -d /tmp/lklfuse-bench.XXXXXX)
+image="$work/bench.img"
+mnt="$work/mnt"
+mkdir -p "$mnt"
+results="$work/results"
+: > "$results"
+cleanup() {
+  fusermount3 -u -z "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+mkfs_image() {
+  rm -f "$image"
+  truncate -s "${size_mib}M" "$image"
+  case "$fs" in
+    ext4|ext3|ext2) "mkfs.$fs" -q -F "$image" ;;
+    xfs|btrfs) "mkfs.$fs" -q -f "$image" ;;
+    vfat) mkfs.vfat "$image" >/dev/null ;;
+    *) "mkfs.$fs" "$image" >/dev/null ;;
+  esac
+}
+
+drop_host_caches() {
+  sync
+  if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi
+}
+
+# Variants: name, mount command, unmount command.
+variants=()
+if [ "$(id -u)" -eq 0 ]; then variants+=(native); fi
+if [ "$fs" = ext4 ] && command -v fuse2fs >/dev/null; then variants+=(fuse2fs); fi
+variants+=(lklfuse-s lklfuse)
+
+daemon_pid=""
+do_mount() {
+  case "$1" in
+    native) mount -o loop -t "$fs" "$image" "$mnt" ;;
+    fuse2fs) fuse2fs -o fakeroot "$image" "$mnt" >/dev/null ;;
+    lklfuse-s) "$lklfuse" -s -o "type=$fs" "$image" "$mnt" ;;
+    lklfuse) "$lklfuse" -o "type=$fs" "$image" "$mnt" ;;
+  esac
+  daemon_pid=$(pgrep -n -f "(lklfuse|fuse2fs).*$image" || true)
+}
+
+do_unmount() {
+  case "$1" in
+    native) umount "$mnt" ;;
+    *) fusermount3 -u "$mnt"
+       # The daemon exits once the image is consistent; wait for that.
+       for _ in $(seq 1 300); do
+         [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null || break
+         sleep 0.1
+       done ;;
+  esac
+}
+
+now() { date +%s.%N; }
+elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.6f}')" "$1" "$2"; }
+record() { echo "$1 $2 $3" >> "$results"; }   # variant metric value
+
+python3 - "$work/src" "$seq_mib" <<'EOF'
+import os, sys
+os.makedirs(os.path.dirname(sys.argv[1]) or ".", exist_ok=True)
+with open(sys.argv[1], "wb") as f:
+    block = os.urandom(1 << 20)
+    for i in range(int(sys.argv[2])):
+        f.write(block[i % 97:] + block[:i % 97])
+EOF
+
+small_files() {  # phase timings for N small files in 100 directories
+  python3 - "$mnt/small" "$files" <<'EOF'
+import os, sys, time
+root, n = sys.argv[1], int(sys.argv[2])
+os.makedirs(root)
+dirs = [os.path.join(root, f"d{i:03}") for i in range(100)]
+for d in dirs:
+    os.mkdir(d)
+names = [os.path.join(dirs[i % 100], f"f{i:06}") for i in range(n)]
+data = b"x" * 4096
+t = time.monotonic()
+for p in names:
+    with open(p, "wb") as f:
+        f.write(data)
+t1 = time.monotonic()
+for p in names:
+    os.stat(p)
+t2 = time.monotonic()
+for p in names:
+    with open(p, "rb") as f:
+        f.read()
+t3 = time.monotonic()
+for p in names:
+    os.unlink(p)
+t4 = time.monotonic()
+print(f"{t1 - t:.6f} {t2 - t1:.6f} {t3 - t2:.6f} {t4 - t3:.6f}")
+EOF
+}
+
+fio_run() {  # name rw jobs direct
+  fio --name="$1" --directory="$mnt" --filename=fio.dat --size=256M --bs=4k --rw="$2" \
+      --numjobs="$3" --direct="$4" --ioengine=psync --time_based --runtime="$fio_secs" \
+      --group_reporting --output-format=terse --terse-version=3 2>/dev/null |
+    awk -F';' -v rw="$2" '{ if (rw == "randread") print $8; else print $49 }'
+}
+
+for v in "${variants[@]}"; do
+  echo "== $v" >&2
+  mkfs_image
+  # exec → mount ready
+  samples=()
+  for _ in $(seq 1 "$mount_runs"); do
+    t0=$(now); do_mount "$v"; t1=$(now)
+    samples+=("$(elapsed "$t0" "$t1")")
+    do_unmount "$v"
+  done
+  record "$v" mount_ready_s "$(printf '%s\n' "${samples[@]}" | sort -n | sed -n "$(( (${#samples[@]} + 1) / 2 ))p")"
+
+  # sequential write + fsync, then read with every cache dropped (remount)
+  do_mount "$v"
+  t0=$(now); dd if="$work/src" of="$mnt/seq" bs=1M conv=fsync status=none; t1=$(now)
+  record "$v" seq_write_MBps "$(python3 -c "print(f'{$seq_mib*1.048576/($t1-$t0):.1f}')")"
+  do_unmount "$v"; drop_host_caches; do_mount "$v"
+  t0=$(now); dd if="$mnt/seq" of=/dev/null bs=1M status=none; t1=$(now)
+  record "$v" seq_read_MBps "$(python3 -c "print(f'{$seq_mib*1.048576/($t1-$t0):.1f}')")"
+  rm -f "$mnt/seq"
+
+  # 4 KiB random I/O
+  for direct in 0 1; do
+    for jobs in 1 4; do
+      record "$v" "randread_${jobs}j_d${direct}_iops" "$(fio_run rr randread "$jobs" "$direct")"
+      record "$v" "randwrite_${jobs}j_d${direct}_iops" "$(fio_run rw randwrite "$jobs" "$direct")"
+    done
+  done
+  rm -f "$mnt"/fio.dat*
+
+  # small files
+  read -r c s r u < <(small_files)
+  record "$v" small_create_s "$c"; record "$v" small_stat_s "$s"
+  record "$v" small_read_s "$r"; record "$v" small_unlink_s "$u"
+  rm -rf "$mnt/small"
+
+  # untar, du, rm -rf of a source tree
+  t0=$(now); tar -C "$mnt" -xf <(tar -C /usr -cf - include 2>/dev/null); t1=$(now)
+  du -s "$mnt/include" >/dev/null; t2=$(now)
+  rm -rf "$mnt/include"; t3=$(now)
+  record "$v" untar_s "$(elapsed "$t0" "$t1")"; record "$v" du_s "$(elapsed "$t1" "$t2")"
+  record "$v" rm_rf_s "$(elapsed "$t2" "$t3")"
+
+  if [ -n "$daemon_pid" ] && [ -r "/proc/$daemon_pid/status" ]; then
+    record "$v" peak_rss_MiB "$(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$daemon_pid/status")"
+  fi
+  do_unmount "$v"
+done
+
+echo
+echo "lklfuse-rs benchmark: $fs, ${size_mib} MiB image, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "$results" "${variants[@]}" <<'EOF'
+import sys
+rows, variants = {}, sys.argv[2:]
+for line in open(sys.argv[1]):
+    v, metric, value = line.split()
+    rows.setdefault(metric, {})[v] = float(value) if value else float("nan")
+base = "native" if "native" in variants else None
+higher_better = lambda m: m.endswith("MBps") or m.endswith("iops")
+head = f"{'metric':<26}" + "".join(f"{v:>14}" for v in variants)
+if base:
+    head += "".join(f"{v + '/nat':>16}" for v in variants if v != base)
+print(head)
+for metric, vals in rows.items():
+    line = f"{metric:<26}" + "".join(f"{vals.get(v, float('nan')):>14.3f}" for v in variants)
+    if base and base in vals:
+        for v in variants:
+            if v == base or v not in vals:
+                continue
+            a, b = vals[v], vals[base]
+            ratio = (a / b if higher_better(metric) else b / a) if a and b else float("nan")
+            line += f"{ratio:>16.2f}"
+    print(line)
+if base:
+    print("ratios: > 1 means faster than native (times are inverted so that higher is better)")
+EOF
