@@ -13,7 +13,9 @@
 
 pub mod daemon;
 pub mod fs;
+pub mod image;
 pub mod lkl;
+pub mod tools;
 pub mod virtio;
 
 /// Where the kernel this crate links was built (from build.rs).

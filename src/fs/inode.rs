@@ -275,10 +275,9 @@ fn handle_generation(handle: &FileHandle) -> u64 {
         FILEID_BTRFS_WITHOUT_PARENT..=FILEID_BTRFS_WITH_PARENT_ROOT => 16,
         _ => return 0,
     };
-    handle
-        .bytes
-        .get(at..at + 4)
-        .map_or(0, |b| u64::from(u32::from_ne_bytes([b[0], b[1], b[2], b[3]])))
+    handle.bytes.get(at..at + 4).map_or(0, |b| {
+        u64::from(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    })
 }
 
 /// `statx` of an `O_PATH` descriptor itself (not following a symlink it may be).

@@ -1,0 +1,49 @@
+//! `cptofs -i IMAGE [options] SRC... DST`: copy host files and trees into a disk image with
+//! the Linux kernel's own filesystem code running in this process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use lklfuse::tools::{self, copy_in, Error, ImageArgs, Interrupt, Progress};
+
+/// Copy files and directories into a filesystem image (no root, no mount).
+#[derive(Parser, Debug)]
+#[command(name = "cptofs", version)]
+struct Cli {
+    #[command(flatten)]
+    image: ImageArgs,
+    /// Keep owners, modes, times, xattrs and ACLs.
+    #[arg(short = 'a', long = "archive")]
+    archive: bool,
+    /// SELinux context to set on everything copied in.
+    #[arg(short = 's', long = "selinux", value_name = "CONTEXT")]
+    selinux: Option<String>,
+    /// Host files or directories, then the destination inside the image.
+    #[arg(value_name = "SRC... DST", num_args = 2.., required = true)]
+    paths: Vec<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli.image.init_logging();
+    tools::finish("cptofs", run(&cli))
+}
+
+fn run(cli: &Cli) -> Result<(), Error> {
+    let (dst, sources) = cli
+        .paths
+        .split_last()
+        .ok_or_else(|| Error::Invalid("missing destination".into()))?;
+    copy_in::check_sources(sources)?;
+    let interrupt = Interrupt::install()?;
+    let image = cli.image.open(false)?;
+    let options = copy_in::Options {
+        archive: cli.archive,
+        selinux: cli.selinux.clone(),
+    };
+    let mut progress = Progress::new(cli.image.show_progress(), cli.image.verbose > 0);
+    tools::with_image(image, |image| {
+        copy_in::copy(image, sources, dst, &options, &mut progress, &interrupt)
+    })
+}
