@@ -9,7 +9,11 @@ use lklfuse::tools::{self, copy_out, Error, ImageArgs, Interrupt, Progress};
 
 /// Copy files and directories out of a filesystem image (no root, no mount).
 #[derive(Parser, Debug)]
-#[command(name = "cpfromfs", version)]
+#[command(
+    name = "cpfromfs",
+    version,
+    override_usage = "cpfromfs -i IMAGE [OPTIONS] SRC... DST"
+)]
 struct Cli {
     #[command(flatten)]
     image: ImageArgs,
@@ -20,7 +24,7 @@ struct Cli {
     #[arg(short = 's', long = "selinux", value_name = "CONTEXT", hide = true)]
     selinux: Option<String>,
     /// Paths inside the image, then the host destination.
-    #[arg(value_name = "SRC... DST", num_args = 2.., required = true)]
+    #[arg(value_name = "PATH", num_args = 2.., required = true)]
     paths: Vec<PathBuf>,
 }
 

@@ -9,7 +9,11 @@ use lklfuse::tools::{self, copy_in, Error, ImageArgs, Interrupt, Progress};
 
 /// Copy files and directories into a filesystem image (no root, no mount).
 #[derive(Parser, Debug)]
-#[command(name = "cptofs", version)]
+#[command(
+    name = "cptofs",
+    version,
+    override_usage = "cptofs -i IMAGE [OPTIONS] SRC... DST"
+)]
 struct Cli {
     #[command(flatten)]
     image: ImageArgs,
@@ -20,7 +24,7 @@ struct Cli {
     #[arg(short = 's', long = "selinux", value_name = "CONTEXT")]
     selinux: Option<String>,
     /// Host files or directories, then the destination inside the image.
-    #[arg(value_name = "SRC... DST", num_args = 2.., required = true)]
+    #[arg(value_name = "PATH", num_args = 2.., required = true)]
     paths: Vec<PathBuf>,
 }
 

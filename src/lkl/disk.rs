@@ -274,8 +274,11 @@ impl Disk {
         let mounted = mount_retrying_enomem(&device, &path, &fstype_c, flags, &data);
         match mounted {
             Ok(()) => {}
-            // XFS refuses a dirty log on a read-only device: skip recovery.
-            Err(Errno::EROFS | Errno::EINVAL) if read_only && fstype == "xfs" => {
+            // XFS refuses a dirty log on a read-only device: skip recovery (only for a real XFS
+            // superblock; anything else asked to mount as xfs just fails).
+            Err(Errno::EROFS | Errno::EINVAL)
+                if read_only && fstype == "xfs" && probe::detect(&superblocks) == Some("xfs") =>
+            {
                 tracing::warn!(
                     "{}: the XFS log needs recovery; mounting read-only without it \
                      (recent changes may be missing)",
