@@ -12,6 +12,8 @@ packages=(
   # filesystem tools the tests use to make and check reference images
   xfsprogs btrfs-progs dosfstools mtools exfatprogs ntfs-3g xorriso genisoimage
   udftools squashfs-tools erofs-utils f2fs-tools fdisk gdisk attr acl exfat-fuse
+  # system-integration tests: units, udev rules, man pages, scripts
+  systemd udev man-db groff-base shellcheck
 )
 
 sudo=""

@@ -468,6 +468,41 @@ fn help_text() -> String {
     help
 }
 
+/// The command line as users see it, for man pages and shell completions (`cargo run
+/// --example gen-docs`). Parsing does not use it: [`parse_args`] builds its own.
+pub fn command() -> clap::Command {
+    // Both positionals are required; parse_args checks that itself to word the error.
+    CommandLine::command()
+        .version(env!("CARGO_PKG_VERSION"))
+        .long_about(LONG_ABOUT)
+        .mut_arg("image", |a| a.required(true))
+        .mut_arg("mountpoint", |a| a.required(true))
+}
+
+/// The `-o` options with one line of help each, as `lklfuse --help` lists them.
+pub fn mount_option_help() -> &'static [(&'static str, &'static str)] {
+    OPTION_HELP
+}
+
+/// The man page's DESCRIPTION.
+const LONG_ABOUT: &str = "\
+lklfuse mounts a disk image or block device through FUSE. The filesystem code that reads \
+and writes the image is the Linux kernel's own, built into lklfuse and running inside the \
+process as an ordinary user program: no root privileges, kernel modules or loop devices are \
+needed, and a corrupt or hostile image can harm only the lklfuse process, never the host \
+kernel.
+
+The image is opened read-write unless ro is given or the file is not writable. The \
+filesystem type is detected when type= is not given. Without -f or -d, lklfuse goes to the \
+background once the mount is ready; it returns 0 only when the mount is live, and otherwise \
+reports the error and returns non-zero.
+
+The mount ends with fusermount3 -u MOUNTPOINT (or umount as root), or when lklfuse gets \
+SIGTERM, SIGINT or SIGHUP. Either way lklfuse unmounts the filesystem inside its kernel, \
+which writes every cached change to the image, flushes the image to stable storage and \
+exits 0. Under systemd (NOTIFY_SOCKET set) it reports READY=1 once the mount is live and \
+STOPPING=1 when it begins to unmount.";
+
 fn version_text() -> String {
     format!("lklfuse {}", env!("CARGO_PKG_VERSION"))
 }

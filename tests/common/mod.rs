@@ -5,6 +5,7 @@
 
 pub mod fuse;
 pub mod images;
+pub mod integration;
 pub mod tools;
 
 use std::ffi::CStr;
