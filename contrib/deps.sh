@@ -14,6 +14,7 @@ packages=(
   udftools squashfs-tools erofs-utils f2fs-tools fdisk gdisk attr acl exfat-fuse
   # system-integration tests: units, udev rules, man pages, scripts
   systemd udev man-db groff-base shellcheck
+  libglib2.0-bin               # `gio`: the desktop file-manager test (integration_gio)
 )
 
 sudo=""

@@ -207,9 +207,8 @@ impl KernelFs {
     }
 
     fn stat_node(&self, node: &Inode, fd: &KernelFd) -> Result<FileAttr, Errno> {
-        let st = stat_fd(fd)?;
-        let id = if node.id == ROOT_ID { ROOT_ID } else { node.id };
-        Ok(attr(id, &st))
+        // The root keeps FUSE's node id 1 as its number: the host set it at mount time.
+        Ok(attr(node.id, &stat_fd(fd)?))
     }
 
     fn lookup_entry(&self, parent: INodeNo, name: &OsStr) -> Result<(FileAttr, Generation), Errno> {
