@@ -38,7 +38,7 @@ use fuser::{
 use crate::lkl::abi::{self, SetTime, Statx, Timestamp};
 use crate::lkl::{bindings as b, sys, Errno, KernelFd, CWD};
 use creds::{Caller, GroupCache};
-use inode::{stat_fd, Inode, InodeTable, ROOT_ID};
+use inode::{stat_fd, Inode, InodeTable};
 
 /// How long the host may cache names and attributes. The host's FUSE mount is the only way
 /// into the image while it is mounted, so nothing changes behind the host's back.
