@@ -1,5 +1,8 @@
 //! `fs2tar -i IMAGE [options] [-C SUBDIR] [-f OUT.tar|-]`: a filesystem image (or a subtree)
 //! as a pax tar stream, read with the Linux kernel's own filesystem code in this process.
+//! Files with holes are written in GNU tar's PAX sparse format 1.0 (as `tar --sparse`
+//! writes them), which GNU tar extracts sparse; readers without it get the condensed data
+//! under `GNUSparseFile.0/` next to where the file belongs.
 
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};

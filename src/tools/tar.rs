@@ -6,10 +6,22 @@
 //! are the `system.posix_acl_*` attributes, in the kernel's binary form, as GNU tar's
 //! `--xattrs` stores them). Names are `./` and `relative/path` (`tar -C DIR .` writes `./relative/path`; readers treat both alike).
 //!
-//! Hard links: the first name carries the data, later ones are link entries. Sparse files
-//! are streamed with their holes as zeros (read from nothing, not from the kernel), in
-//! chunks: memory stays bounded whatever the size, but the archive is not sparse (the GNU
-//! sparse format is not written).
+//! Hard links: the first name carries the data, later ones are link entries.
+//!
+//! Sparse files (fewer blocks allocated than the size holds, and a hole found with
+//! `SEEK_DATA`/`SEEK_HOLE`) are written as GNU tar writes them with `--sparse`: the
+//! **PAX sparse format 1.0** (GNU tar manual, "Sparse Formats"). The pax header carries
+//! `GNU.sparse.major=1`, `GNU.sparse.minor=0`, `GNU.sparse.name=<real name>` and
+//! `GNU.sparse.realsize=<size>` (and no `path`); the ustar name is
+//! `<dir>/GNUSparseFile.0/<base>` cut to 100 bytes (GNU tar puts its process id where the
+//! `0` is; a constant keeps archives reproducible), so that readers without sparse support
+//! extract the condensed data aside instead of over the real name. The entry's data is the
+//! map in decimal, one number a line (the number of regions, then offset and length of
+//! each), NUL-padded to a 512-byte block, followed by the data regions back to back. The
+//! map ends with a `(size, 0)` region, as from GNU tar (the same map, region for region),
+//! which makes an extracted file that ends in a hole full size. The map is found in a first pass and kept as `(offset,
+//! length)` pairs (16 bytes a region); its text and the data are streamed in chunks, so
+//! memory stays bounded whatever the size. Files without holes are ordinary entries.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -134,9 +146,24 @@ impl<W: Write> Writer<'_, '_, W> {
             }
             FileType::RegularFile => {
                 header.set_entry_type(EntryType::Regular);
-                header.set_size(meta.len());
+                let size = meta.len();
                 let file = self.image.open_file(path)?;
-                self.append_file(header, pax, &file, meta.len(), name)
+                // Fewer blocks than the size needs is the cheap hint; the map decides.
+                let map = if meta.blocks().saturating_mul(512) < size {
+                    data_map(&file, size, self.interrupt)?
+                } else {
+                    None
+                };
+                match map {
+                    Some(map) => {
+                        set_sparse(&mut header, &mut pax, name, size);
+                        self.append_sparse(header, pax, &file, map, name)
+                    }
+                    None => {
+                        header.set_size(size);
+                        self.append_file(header, pax, &file, size, name)
+                    }
+                }
             }
             FileType::Symlink => {
                 header.set_entry_type(EntryType::Symlink);
@@ -207,6 +234,44 @@ impl<W: Write> Writer<'_, '_, W> {
         };
         let written = self.builder.append(&header, &mut data);
         // An image or interrupt error inside the reader is the real cause.
+        if let Some(e) = data.error.take() {
+            return Err(e);
+        }
+        written.map_err(|e| self.out_err(e))?;
+        self.progress.entry(name);
+        Ok(())
+    }
+
+    /// A file with holes in the PAX sparse format 1.0 (the header is ready but for its size).
+    fn append_sparse(
+        &mut self,
+        mut header: Header,
+        pax: Vec<(String, Vec<u8>)>,
+        file: &File<'_>,
+        map: Vec<(u64, u64)>,
+        name: &Path,
+    ) -> Result<(), Error> {
+        let map_len = map_text_len(&map);
+        let data_len: u64 = map.iter().map(|&(_, len)| len).sum();
+        header.set_size(map_len.next_multiple_of(BLOCK) + data_len);
+        self.write_pax(&pax)?;
+        header.set_cksum();
+        let mut data = PaxSparseReader {
+            file,
+            text: format!("{}\n", map.len()).into_bytes(),
+            text_pos: 0,
+            rendered: 0,
+            padding: map_len.next_multiple_of(BLOCK) - map_len,
+            map,
+            region: 0,
+            region_pos: 0,
+            done: 0,
+            shrank: false,
+            error: None,
+            interrupt: self.interrupt,
+            progress: &*self.progress,
+        };
+        let written = self.builder.append(&header, &mut data);
         if let Some(e) = data.error.take() {
             return Err(e);
         }
@@ -287,6 +352,193 @@ fn set_link(header: &mut Header, pax: &mut Vec<(String, Vec<u8>)>, target: &Path
     use std::os::unix::ffi::OsStrExt;
     pax.push(("linkpath".into(), target.as_os_str().as_bytes().to_vec()));
     let _ = header.set_link_name("pax-long-link");
+}
+
+/// The tar block size.
+const BLOCK: u64 = 512;
+
+/// The data regions of a file as GNU tar's sparse map: `(offset, length)` in order, and a
+/// last `(size, 0)` (as GNU tar writes it; its extraction truncates the file there, which
+/// gives a file ending in a hole its size). `None` when the file turns out to have no hole.
+fn data_map(
+    file: &File<'_>,
+    size: u64,
+    interrupt: &Interrupt,
+) -> Result<Option<Vec<(u64, u64)>>, Error> {
+    let mut map = Vec::new();
+    let mut pos = 0;
+    while pos < size {
+        if map.len() % 4096 == 0 {
+            interrupt.check()?;
+        }
+        let start = match file.seek_data(pos)? {
+            Some(start) if start < size => start.max(pos),
+            _ => break,
+        };
+        let end = file.seek_hole(start)?.min(size);
+        if end <= start {
+            // No progress possible (a racing truncate): the rest counts as data.
+            map.push((start, size - start));
+            break;
+        }
+        map.push((start, end - start));
+        pos = end;
+    }
+    if map.as_slice() == [(0, size)] {
+        return Ok(None);
+    }
+    // GNU tar ends every map so (its scan stops at the failing SEEK_DATA at the end).
+    map.push((size, 0));
+    Ok(Some(map))
+}
+
+/// Decimal digits of `n`.
+fn digits(n: u64) -> u64 {
+    u64::from(n.checked_ilog10().unwrap_or(0)) + 1
+}
+
+/// Bytes of the sparse map's text, before its padding to a block.
+fn map_text_len(map: &[(u64, u64)]) -> u64 {
+    let entries: u64 = map
+        .iter()
+        .map(|&(off, len)| digits(off) + digits(len) + 2)
+        .sum();
+    digits(map.len() as u64) + 1 + entries
+}
+
+/// Sets up a header for the PAX sparse format 1.0: the `GNU.sparse.*` records first (as
+/// GNU tar orders them), no `path` record (the real name is `GNU.sparse.name`), and GNU
+/// tar's `%d/GNUSparseFile.%p/%f` as the ustar name, with 0 for `%p`, cut to 100 bytes.
+fn set_sparse(header: &mut Header, pax: &mut Vec<(String, Vec<u8>)>, name: &Path, size: u64) {
+    use std::os::unix::ffi::OsStrExt;
+    pax.retain(|(key, _)| key != "path");
+    let records = [
+        ("GNU.sparse.major", b"1".to_vec()),
+        ("GNU.sparse.minor", b"0".to_vec()),
+        ("GNU.sparse.name", name.as_os_str().as_bytes().to_vec()),
+        ("GNU.sparse.realsize", size.to_string().into_bytes()),
+    ];
+    pax.splice(0..0, records.map(|(k, v)| (k.to_string(), v)));
+    let dir = name
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut stored = dir.as_os_str().as_bytes().to_vec();
+    stored.extend_from_slice(b"/GNUSparseFile.0/");
+    stored.extend_from_slice(name.file_name().unwrap_or_default().as_bytes());
+    stored.truncate(100);
+    let field = &mut header.as_old_mut().name;
+    field.fill(0);
+    field[..stored.len()].copy_from_slice(&stored);
+    if let Some(ustar) = header.as_ustar_mut() {
+        ustar.prefix.fill(0);
+    }
+}
+
+/// The data of a PAX 1.0 sparse entry: the map's text, made a few regions at a time, its
+/// NUL padding, then the data regions read through the kernel in chunks. Always exactly
+/// the size in the header (a region that shrank meanwhile is padded with zeros).
+struct PaxSparseReader<'a, 'i> {
+    file: &'a File<'i>,
+    map: Vec<(u64, u64)>,
+    /// Map text made but not handed out yet, from `text_pos`.
+    text: Vec<u8>,
+    text_pos: usize,
+    /// Regions whose text is made.
+    rendered: usize,
+    /// NULs left to end the map's last block.
+    padding: u64,
+    /// The region being read, and how far into it.
+    region: usize,
+    region_pos: u64,
+    /// File offset reached, holes included (for the progress bar, which counts sizes).
+    done: u64,
+    shrank: bool,
+    /// The real error behind an `io::Error` handed to the tar builder.
+    error: Option<Error>,
+    interrupt: &'a Interrupt,
+    progress: &'a Progress,
+}
+
+impl PaxSparseReader<'_, '_> {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.text_pos == self.text.len() && self.rendered < self.map.len() {
+            use std::fmt::Write as _;
+            let mut text = String::new();
+            let end = (self.rendered + 4096).min(self.map.len());
+            for &(off, len) in &self.map[self.rendered..end] {
+                let _ = write!(text, "{off}\n{len}\n");
+            }
+            self.rendered = end;
+            self.text = text.into_bytes();
+            self.text_pos = 0;
+        }
+        if self.text_pos < self.text.len() {
+            let n = (self.text.len() - self.text_pos).min(buf.len());
+            buf[..n].copy_from_slice(&self.text[self.text_pos..self.text_pos + n]);
+            self.text_pos += n;
+            return Ok(n);
+        }
+        if self.padding > 0 {
+            let n = usize::try_from(self.padding)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            buf[..n].fill(0);
+            self.padding -= n as u64;
+            return Ok(n);
+        }
+        self.interrupt.check()?;
+        while let Some(&(off, len)) = self.map.get(self.region) {
+            if self.region_pos == 0 && off > self.done {
+                // The hole before this region.
+                self.progress.bytes(off - self.done);
+                self.done = off;
+            }
+            if self.region_pos >= len {
+                self.region += 1;
+                self.region_pos = 0;
+                continue;
+            }
+            let want = usize::try_from(len - self.region_pos)
+                .unwrap_or(CHUNK)
+                .min(buf.len())
+                .min(CHUNK);
+            let at = off + self.region_pos;
+            let n = if self.shrank {
+                0
+            } else {
+                self.file.read_at(&mut buf[..want], at)?
+            };
+            let n = if n == 0 {
+                if !self.shrank {
+                    tracing::warn!("{}: file shrank while archived", self.file.path().display());
+                    self.shrank = true;
+                }
+                buf[..want].fill(0);
+                want
+            } else {
+                n
+            };
+            self.region_pos += n as u64;
+            self.done = at + n as u64;
+            self.progress.bytes(n as u64);
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
+impl Read for PaxSparseReader<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.fill(buf).map_err(|e| {
+            let text = e.to_string();
+            self.error = Some(e);
+            io::Error::other(text)
+        })
+    }
 }
 
 /// Reads a file inside the image for the archive: data regions through the kernel, holes
@@ -400,6 +652,56 @@ mod tests {
             }),
             b"-1.25"
         );
+    }
+
+    #[test]
+    fn sparse_map_text_length() {
+        let map = [(0, 5), (300, 4096), (10_000, 0)];
+        let text = "3\n0\n5\n300\n4096\n10000\n0\n";
+        assert_eq!(map_text_len(&map), text.len() as u64);
+        assert_eq!(map_text_len(&[]), 2);
+        assert_eq!(digits(0), 1);
+        assert_eq!(digits(9), 1);
+        assert_eq!(digits(10), 2);
+        assert_eq!(digits(u64::MAX), 20);
+    }
+
+    #[test]
+    fn sparse_entries_are_named_as_gnu_tar_names_them() {
+        for (name, stored) in [
+            ("dir/sub/file", "dir/sub/GNUSparseFile.0/file"),
+            ("top", "./GNUSparseFile.0/top"),
+        ] {
+            let mut header = Header::new_ustar();
+            let mut pax = vec![("mtime".to_string(), b"1".to_vec())];
+            set_name(&mut header, &mut pax, Path::new(name), "path");
+            set_sparse(&mut header, &mut pax, Path::new(name), 1 << 30);
+            assert_eq!(header.path_bytes().as_ref(), stored.as_bytes());
+            let keys: Vec<&str> = pax.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(
+                keys,
+                [
+                    "GNU.sparse.major",
+                    "GNU.sparse.minor",
+                    "GNU.sparse.name",
+                    "GNU.sparse.realsize",
+                    "mtime"
+                ]
+            );
+            assert_eq!(pax[2].1, name.as_bytes());
+            assert_eq!(pax[3].1, b"1073741824");
+        }
+        // A long name: no `path` record, the ustar name cut to 100 bytes.
+        let long = PathBuf::from(format!("{}/{}", "d".repeat(90), "f".repeat(90)));
+        let mut header = Header::new_ustar();
+        let mut pax = Vec::new();
+        set_name(&mut header, &mut pax, &long, "path");
+        set_sparse(&mut header, &mut pax, &long, 7);
+        assert!(pax.iter().all(|(k, _)| k != "path"), "{pax:?}");
+        let stored = header.path_bytes();
+        assert_eq!(stored.len(), 100);
+        let full = format!("{}/GNUSparseFile.0/{}", "d".repeat(90), "f".repeat(90));
+        assert_eq!(stored.as_ref(), &full.as_bytes()[..100]);
     }
 
     #[test]
