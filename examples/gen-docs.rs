@@ -35,12 +35,32 @@ pub struct Page {
 /// Page { name: "cpfromfs", section: "1", command: lklfuse::tools::cpfromfs::command, extra: no_extra },
 /// Page { name: "fs2tar", section: "1", command: lklfuse::tools::fs2tar::command, extra: no_extra },
 /// ```
-pub const PAGES: &[Page] = &[Page {
-    name: "lklfuse",
-    section: "8",
-    command: lklfuse_command,
-    extra: lklfuse_extra,
-}];
+pub const PAGES: &[Page] = &[
+    Page {
+        name: "lklfuse",
+        section: "8",
+        command: lklfuse_command,
+        extra: lklfuse_extra,
+    },
+    Page {
+        name: "cptofs",
+        section: "1",
+        command: cptofs_command,
+        extra: cptofs_extra,
+    },
+    Page {
+        name: "cpfromfs",
+        section: "1",
+        command: cpfromfs_command,
+        extra: cpfromfs_extra,
+    },
+    Page {
+        name: "fs2tar",
+        section: "1",
+        command: fs2tar_command,
+        extra: fs2tar_extra,
+    },
+];
 
 /// Writes every page and completion below `out`; the paths written, relative to `out`.
 ///
@@ -114,6 +134,98 @@ fn lklfuse_command() -> clap::Command {
     lklfuse::daemon::options::command()
         .mut_arg("image", |a| a.value_hint(clap::ValueHint::FilePath))
         .mut_arg("mountpoint", |a| a.value_hint(clap::ValueHint::DirPath))
+}
+
+fn cptofs_command() -> clap::Command {
+    use clap::CommandFactory;
+    lklfuse::tools::cli::CptofsCli::command()
+}
+
+fn cpfromfs_command() -> clap::Command {
+    use clap::CommandFactory;
+    lklfuse::tools::cli::CpfromfsCli::command()
+}
+
+fn fs2tar_command() -> clap::Command {
+    use clap::CommandFactory;
+    lklfuse::tools::cli::Fs2tarCli::command()
+}
+
+/// Sections every tool page shares: how the image is reached, exit status, see also.
+fn tool_common(s: &mut String, see_also: &str) {
+    sh(s, "HOW IT WORKS");
+    para(
+        s,
+        "The image is read and written by the Linux kernel's own filesystem code, compiled \
+         into this program and running inside its process: no root, no loop device, no \
+         mount. The filesystem type is detected from the superblock when -t is not given. \
+         An image used read-write by another process (for example a running lklfuse) is \
+         refused. Interrupting the program (Ctrl-C, SIGTERM) stops the copy and unmounts \
+         the image cleanly.",
+    );
+    sh(s, "EXIT STATUS");
+    para(
+        s,
+        "0 on success, 1 on an error (one line on standard error, naming the path), 2 for \
+         a usage error, 130 or 143 when interrupted by SIGINT or SIGTERM.",
+    );
+    sh(s, "SEE ALSO");
+    para(s, see_also);
+}
+
+fn cptofs_extra() -> String {
+    let mut s = String::new();
+    tool_common(&mut s, "cpfromfs(1), fs2tar(1), lklfuse(8)");
+    sh(&mut s, "EXAMPLES");
+    para(
+        &mut s,
+        "Copy a directory tree into an ext4 image, keeping owners, modes, times, xattrs and ACLs:",
+    );
+    example(&mut s, "$ cptofs -i disk.img -a ~/project /srv");
+    para(
+        &mut s,
+        "Copy two files into the first partition of a disk image:",
+    );
+    example(
+        &mut s,
+        "$ cptofs -i disk.img -P 1 notes.txt todo.txt /home/me",
+    );
+    s
+}
+
+fn cpfromfs_extra() -> String {
+    let mut s = String::new();
+    tool_common(&mut s, "cptofs(1), fs2tar(1), lklfuse(8)");
+    sh(&mut s, "EXAMPLES");
+    para(
+        &mut s,
+        "Copy /etc out of an XFS image into the current directory:",
+    );
+    example(&mut s, "$ cpfromfs -i root.img -t xfs /etc .");
+    s
+}
+
+fn fs2tar_extra() -> String {
+    let mut s = String::new();
+    tool_common(&mut s, "cptofs(1), cpfromfs(1), lklfuse(8), tar(1)");
+    sh(&mut s, "FORMAT");
+    para(
+        &mut s,
+        "A pax archive: owners, modes, nanosecond times, xattrs and ACLs (SCHILY.xattr \
+         records), hard links, symbolic links, devices and fifos. Files with holes use GNU \
+         tar's PAX sparse format 1.0, which GNU tar extracts sparse. Memory use does not \
+         grow with file sizes.",
+    );
+    sh(&mut s, "EXAMPLES");
+    para(
+        &mut s,
+        "Archive a whole image, then only /home, compressed:",
+    );
+    example(
+        &mut s,
+        "$ fs2tar -i disk.img -f disk.tar\n$ fs2tar -i disk.img -C /home | zstd > home.tar.zst",
+    );
+    s
 }
 
 /// Escapes text for roff: backslashes, hyphens (so they stay ASCII hyphens in UTF-8

@@ -1,32 +1,11 @@
 //! `cptofs -i IMAGE [options] SRC... DST`: copy host files and trees into a disk image with
 //! the Linux kernel's own filesystem code running in this process.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use lklfuse::tools::{self, copy_in, Error, ImageArgs, Interrupt, Progress};
-
-/// Copy files and directories into a filesystem image (no root, no mount).
-#[derive(Parser, Debug)]
-#[command(
-    name = "cptofs",
-    version,
-    override_usage = "cptofs -i IMAGE [OPTIONS] SRC... DST"
-)]
-struct Cli {
-    #[command(flatten)]
-    image: ImageArgs,
-    /// Keep owners, modes, times, xattrs and ACLs.
-    #[arg(short = 'a', long = "archive")]
-    archive: bool,
-    /// SELinux context to set on everything copied in.
-    #[arg(short = 's', long = "selinux", value_name = "CONTEXT")]
-    selinux: Option<String>,
-    /// Host files or directories, then the destination inside the image.
-    #[arg(value_name = "PATH", num_args = 2.., required = true)]
-    paths: Vec<PathBuf>,
-}
+use lklfuse::tools::cli::CptofsCli as Cli;
+use lklfuse::tools::{self, copy_in, Error, Interrupt, Progress};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -6,35 +6,11 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use lklfuse::tools::{self, Error, ImageArgs, Interrupt, Progress};
-
-/// Write the files of a filesystem image as a tar archive (pax format).
-#[derive(Parser, Debug)]
-#[command(name = "fs2tar", version)]
-struct Cli {
-    #[command(flatten)]
-    image: ImageArgs,
-    /// Archive only this directory inside the image.
-    #[arg(
-        short = 'C',
-        long = "directory",
-        value_name = "SUBDIR",
-        default_value = "/"
-    )]
-    subdir: PathBuf,
-    /// Output file; `-` (the default) is standard output.
-    #[arg(
-        short = 'f',
-        long = "file",
-        value_name = "OUT.tar",
-        default_value = "-"
-    )]
-    output: PathBuf,
-}
+use lklfuse::tools::cli::Fs2tarCli as Cli;
+use lklfuse::tools::{self, Error, Interrupt, Progress};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

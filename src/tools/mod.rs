@@ -9,6 +9,7 @@
 //!
 //! The image is closed on every path, errors and Ctrl-C included, so it is left consistent.
 
+pub mod cli;
 pub mod copy_in;
 pub mod copy_out;
 pub mod host;
