@@ -15,6 +15,7 @@ packages=(
   # system-integration tests: units, udev rules, man pages, scripts
   systemd udev man-db groff-base shellcheck
   libglib2.0-bin               # `gio`: the desktop file-manager test (integration_gio)
+  python3 util-linux passwd    # test scripts (renameat2, mmap), setpriv, useradd
 )
 
 sudo=""
