@@ -194,9 +194,7 @@ fn serve(
     let _ = notify::notify("STOPPING=1");
 
     // The session dropped the filesystem: every kernel descriptor it held is closed.
-    let unmounted = mount
-        .unmount()
-        .map_err(|e| Error::Mount(format!("unmount inside the kernel: {e}")));
+    let unmounted = mount.unmount().map_err(|e| Error::Unmount(e.to_string()));
     if let Err(e) = kernel.halt() {
         tracing::error!("kernel halt: {e}");
     }

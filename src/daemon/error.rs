@@ -35,6 +35,11 @@ pub enum Error {
     #[error("cannot mount the filesystem: {0}")]
     Mount(String),
 
+    /// The filesystem could not be unmounted cleanly inside the kernel at the end (for
+    /// example the image's disk filled up or failed): some data may not be in the image.
+    #[error("the image was not unmounted cleanly: {0}")]
+    Unmount(String),
+
     /// The FUSE mount failed (mountpoint missing or not a directory, no `/dev/fuse`,
     /// `allow_other` not permitted).
     #[error("cannot mount with FUSE: {0}")]
@@ -71,6 +76,7 @@ impl Error {
             Error::Usage(_) => EXIT_USAGE,
             Error::Image { .. }
             | Error::Mount(_)
+            | Error::Unmount(_)
             | Error::Fuse(_)
             | Error::Kernel(_)
             | Error::Lock { .. }
