@@ -134,7 +134,7 @@ fn set_time(t: Option<TimeOrNow>) -> SetTime {
 impl KernelFs {
     /// Serves the directory `root` (inside the kernel), usually a mount point of a disk.
     pub fn new(root: &std::ffi::CStr, read_only: bool) -> Result<KernelFs, Errno> {
-        ensure_procfs()?;
+        crate::lkl::disk::ensure_procfs()?;
         // Modes arrive from the host already masked by the caller's umask.
         sys::umask(0)?;
         raise_open_file_limit();
@@ -204,6 +204,14 @@ impl KernelFs {
                 }),
             );
         fuser::FileHandle(fh)
+    }
+
+    /// The host closed `fh`: its kernel descriptor closes once no request uses it.
+    fn remove_file(&self, fh: fuser::FileHandle) {
+        self.files
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
     }
 
     fn stat_node(&self, node: &Inode, fd: &KernelFd) -> Result<FileAttr, Errno> {
@@ -381,17 +389,6 @@ fn open_flags(host: i32) -> (i32, FopenFlags) {
     }
     host &= !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW);
     (abi::open_flags_to_kernel(host) | b::O_CLOEXEC as i32, fopen)
-}
-
-fn ensure_procfs() -> Result<(), Errno> {
-    match sys::mkdirat(CWD, c"/proc", 0o555) {
-        Ok(()) | Err(Errno::EEXIST) => {}
-        Err(e) => return Err(e),
-    }
-    match sys::mount(Some(c"proc"), c"/proc", Some(c"proc"), 0, None) {
-        Ok(()) | Err(Errno::EBUSY) => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 /// Nodes of filesystems without file handles keep a descriptor each; the kernel's default
@@ -679,10 +676,7 @@ impl Filesystem for KernelFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.files
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh.0);
+        self.remove_file(fh);
         reply.ok();
     }
 
@@ -803,10 +797,7 @@ impl Filesystem for KernelFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.files
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh.0);
+        self.remove_file(fh);
         reply.ok();
     }
 

@@ -366,7 +366,7 @@ fn mount_retrying_enomem(
 /// Writes back dirty data, then frees clean page cache, dentries and inodes.
 pub fn drop_caches() -> Result<(), Errno> {
     sys::sync()?;
-    ensure_procfs().map_err(|_| Errno::ENOENT)?;
+    ensure_procfs()?;
     let fd = sys::openat(CWD, c"/proc/sys/vm/drop_caches", b::O_WRONLY as i32, 0)?;
     sys::write(&fd, b"3")?;
     Ok(())
@@ -429,25 +429,28 @@ fn set_block_device_read_only(device: &CStr) -> Result<(), MountError> {
 
 fn ensure_sysfs() -> Result<(), MountError> {
     static MOUNTED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
-    let mut mounted = MOUNTED.lock().unwrap_or_else(|e| e.into_inner());
-    if !*mounted {
-        mkdir_p(c"/sys")?;
-        match sys::mount(Some(c"sysfs"), c"/sys", Some(c"sysfs"), 0, None) {
-            Ok(()) | Err(Errno::EBUSY) => *mounted = true,
-            Err(e) => return Err(kernel_err("mount", "/sys")(e)),
-        }
-    }
-    Ok(())
+    mount_once(&MOUNTED, c"sysfs", c"/sys").map_err(kernel_err("mount", "/sys"))
 }
 
-fn ensure_procfs() -> Result<(), MountError> {
+/// Mounts the kernel's procfs on `/proc` unless done already (for `/proc/sys` and the
+/// `/proc/self/fd` paths the FUSE layer reopens inodes through).
+pub fn ensure_procfs() -> Result<(), Errno> {
     static MOUNTED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
-    let mut mounted = MOUNTED.lock().unwrap_or_else(|e| e.into_inner());
+    mount_once(&MOUNTED, c"proc", c"/proc")
+}
+
+/// Mounts the pseudo filesystem `fstype` on `dir` once per process; `EBUSY` means someone
+/// else (a test, say) mounted it already, which is as good.
+fn mount_once(mounted: &std::sync::Mutex<bool>, fstype: &CStr, dir: &CStr) -> Result<(), Errno> {
+    let mut mounted = mounted.lock().unwrap_or_else(|e| e.into_inner());
     if !*mounted {
-        mkdir_p(c"/proc")?;
-        match sys::mount(Some(c"proc"), c"/proc", Some(c"proc"), 0, None) {
+        match sys::mkdirat(CWD, dir, 0o755) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+        match sys::mount(Some(fstype), dir, Some(fstype), 0, None) {
             Ok(()) | Err(Errno::EBUSY) => *mounted = true,
-            Err(e) => return Err(kernel_err("mount", "/proc")(e)),
+            Err(e) => return Err(e),
         }
     }
     Ok(())
