@@ -389,6 +389,13 @@ fn lklfuse_extra() -> String {
         "The image, kernel, mount or FUSE failed; the error is on stderr (or in the log= file).",
     );
     item(&mut s, "2", "The command line is wrong.");
+    item(
+        &mut s,
+        "3",
+        "The kernel inside lklfuse panicked or the process crashed while serving; the mount \
+         was removed and the reason written to stderr, the log= file or, in the background \
+         without log=, syslog.",
+    );
 
     sh(&mut s, "ENVIRONMENT");
     item(

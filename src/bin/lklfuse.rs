@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use lklfuse::daemon::{self, background, notify, signals, Config, Error, Invocation};
-use lklfuse::fs::KernelFs;
+use lklfuse::fs::{KernelFs, StatsProbe};
 use lklfuse::lkl::{self, disk, BootOptions};
 
 fn main() -> ExitCode {
@@ -140,6 +140,7 @@ fn serve(
         disk: _disk,
         mount,
         mut session,
+        stats,
     } = mounted;
 
     // Stop requests unmount the FUSE side; the session loop then returns.
@@ -163,14 +164,14 @@ fn serve(
     })
     .map_err(|e| report(&mut readiness, Error::io("installing signal handlers", e)))?;
 
-    // A kernel panic must not leave a dead mount point behind.
-    let on_panic = unmounter.clone();
-    lkl::set_panic_hook(Box::new(move |msg| {
-        if let Ok(mut u) = on_panic.try_lock() {
-            let _ = u.unmount();
-        }
-        eprintln!("lklfuse: fatal kernel error: {msg}");
-    }));
+    // A kernel panic or a crash must not leave a dead mount point behind.
+    let stderr_is_read = config.foreground || log_fd.is_some();
+    daemon::fatal::arm(&config.mountpoint, stderr_is_read)
+        .map_err(|e| report(&mut readiness, Error::io("installing crash handlers", e)))?;
+    lkl::set_panic_hook(Box::new(|msg| daemon::fatal::kernel_panicked(msg)));
+
+    let _stats = signals::on_stats_signal(move || log_stats(&stats))
+        .map_err(|e| report(&mut readiness, Error::io("installing signal handlers", e)))?;
 
     tracing::info!(
         "{} mounted on {} ({}{})",
@@ -203,12 +204,30 @@ fn serve(
     Ok(())
 }
 
+/// One `stats:` line (SIGUSR1): what the daemon holds for the host and the kernel's memory.
+fn log_stats(stats: &StatsProbe) {
+    let Some(fs) = stats.read() else {
+        return;
+    };
+    let memory = disk::memory_info().unwrap_or_default();
+    tracing::info!(
+        "stats: nodes={} open_files={} cached_fds={} kernel_free_kib={} kernel_available_kib={} kernel_total_kib={}",
+        fs.nodes,
+        fs.open_files,
+        fs.cached_fds,
+        memory.free_kib,
+        memory.available_kib,
+        memory.total_kib
+    );
+}
+
 struct Mounted {
     _lock: Option<daemon::lockfile::LockFile>,
     kernel: lkl::Kernel,
     disk: disk::Disk,
     mount: disk::Mount,
     session: fuser::Session<KernelFs>,
+    stats: StatsProbe,
 }
 
 fn mount(config: &Config) -> Result<Mounted, Error> {
@@ -227,6 +246,8 @@ fn mount(config: &Config) -> Result<Mounted, Error> {
         }
         other => Error::Kernel(other.to_string()),
     })?;
+    // Before the kernel boots: its threads inherit the reduced capabilities.
+    daemon::privileges::drop_unneeded().map_err(|e| Error::io("dropping privileges", e))?;
     let kernel = lkl::boot(&BootOptions {
         memory_mib: config.memory_mib,
         ..BootOptions::default()
@@ -245,6 +266,7 @@ fn mount(config: &Config) -> Result<Mounted, Error> {
     let read_only = mount.read_only();
     let fs = KernelFs::new(mount.path(), read_only)
         .map_err(|e| Error::Kernel(format!("serving the mount: {e}")))?;
+    let stats = fs.stats_probe();
 
     let mut fuse = config.fuse.clone();
     // A read-only disk (image file not writable) makes a read-only FUSE mount too.
@@ -272,6 +294,7 @@ fn mount(config: &Config) -> Result<Mounted, Error> {
         disk,
         mount,
         session,
+        stats,
     })
 }
 

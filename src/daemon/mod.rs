@@ -25,10 +25,12 @@
 
 pub mod background;
 pub mod error;
+pub mod fatal;
 pub mod lockfile;
 pub mod logging;
 pub mod notify;
 pub mod options;
+pub mod privileges;
 pub mod signals;
 pub mod unmount;
 
@@ -38,4 +40,4 @@ pub use lockfile::LockFile;
 pub use logging::LogFile;
 pub use notify::notify;
 pub use options::{parse_args, Config, FuseOptions, Invocation, MountFlags, UsageError};
-pub use signals::{on_stop_signals, StopSignals};
+pub use signals::{on_stop_signals, SignalThread};

@@ -501,7 +501,14 @@ The mount ends with fusermount3 -u MOUNTPOINT (or umount as root), or when lklfu
 SIGTERM, SIGINT or SIGHUP. Either way lklfuse unmounts the filesystem inside its kernel, \
 which writes every cached change to the image, flushes the image to stable storage and \
 exits 0. Under systemd (NOTIFY_SOCKET set) it reports READY=1 once the mount is live and \
-STOPPING=1 when it begins to unmount.";
+STOPPING=1 when it begins to unmount. SIGUSR1 writes one statistics line to the log (nodes \
+and open files held for the host, the kernel's free memory).
+
+If the kernel inside lklfuse panics (a BUG in a filesystem, say, on a corrupt image) or the \
+process gets a crash signal, lklfuse says so in one line, removes the mount (processes using \
+it get an error instead of hanging) and exits with status 3. Started as root, lklfuse keeps \
+only the capabilities to mount and unmount (CAP_SYS_ADMIN, CAP_DAC_READ_SEARCH) once the \
+image is open, and sets no_new_privs.";
 
 fn version_text() -> String {
     format!("lklfuse {}", env!("CARGO_PKG_VERSION"))

@@ -1,4 +1,5 @@
-//! Stop requests: SIGTERM, SIGINT and SIGHUP, as libfuse's `fuse_set_signal_handlers`.
+//! Stop requests: SIGTERM, SIGINT and SIGHUP, as libfuse's `fuse_set_signal_handlers`;
+//! SIGUSR1 asks for a statistics line in the log.
 //!
 //! The handler itself only wakes a dedicated thread (`lklfuse-signal`, through signal-hook's
 //! self-pipe); the stop action runs there as ordinary code, so it may lock, log and unmount.
@@ -9,21 +10,21 @@
 use std::io;
 use std::thread;
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::backend::Handle;
 use signal_hook::iterator::Signals;
 
 /// The signals that ask the daemon to unmount and exit.
 pub const STOP_SIGNALS: [i32; 3] = [SIGTERM, SIGINT, SIGHUP];
 
-/// Keeps the stop-signal thread running; dropping it closes the signal iterator so the
+/// Keeps a signal thread running; dropping it closes the signal iterator so the
 /// thread ends (without waiting for a stop action that is already running).
 #[derive(Debug)]
-pub struct StopSignals {
+pub struct SignalThread {
     handle: Handle,
 }
 
-impl Drop for StopSignals {
+impl Drop for SignalThread {
     fn drop(&mut self) {
         self.handle.close();
     }
@@ -35,7 +36,7 @@ impl Drop for StopSignals {
 /// # Errors
 ///
 /// If the handlers cannot be installed or the thread cannot be started.
-pub fn on_stop_signals<F>(stop: F) -> io::Result<StopSignals>
+pub fn on_stop_signals<F>(stop: F) -> io::Result<SignalThread>
 where
     F: FnOnce(i32) + Send + 'static,
 {
@@ -57,7 +58,29 @@ where
                 }
             }
         })?;
-    Ok(StopSignals { handle })
+    Ok(SignalThread { handle })
+}
+
+/// Runs `report()` on a dedicated thread each time SIGUSR1 arrives (like `dd`'s progress
+/// signal: a running daemon can be asked what it holds without stopping it).
+///
+/// # Errors
+///
+/// If the handler cannot be installed or the thread cannot be started.
+pub fn on_stats_signal<F>(report: F) -> io::Result<SignalThread>
+where
+    F: Fn() + Send + 'static,
+{
+    let mut signals = Signals::new([SIGUSR1])?;
+    let handle = signals.handle();
+    thread::Builder::new()
+        .name("lklfuse-stats".to_owned())
+        .spawn(move || {
+            for _ in signals.forever() {
+                report();
+            }
+        })?;
+    Ok(SignalThread { handle })
 }
 
 fn ignore_sigpipe() -> io::Result<()> {

@@ -245,6 +245,14 @@ impl InodeTable {
             .len()
     }
 
+    /// Handle-backed nodes that currently hold a cached descriptor.
+    pub fn cached_fds(&self) -> usize {
+        lock(&self.fd_cache)
+            .iter()
+            .filter(|node| node.strong_count() > 0)
+            .count()
+    }
+
     /// Whether only the root is known.
     pub fn is_empty(&self) -> bool {
         self.len() <= 1

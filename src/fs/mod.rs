@@ -54,13 +54,58 @@ struct OpenFile {
     dir_lock: Mutex<()>,
 }
 
+type OpenFiles = RwLock<HashMap<u64, Arc<OpenFile>>>;
+
 /// The filesystem mounted inside the kernel, served to the host.
 pub struct KernelFs {
-    inodes: InodeTable,
-    files: RwLock<HashMap<u64, Arc<OpenFile>>>,
+    inodes: Arc<InodeTable>,
+    files: Arc<OpenFiles>,
     next_fh: AtomicU64,
     groups: GroupCache,
     read_only: bool,
+}
+
+/// What the daemon holds for the host right now: these must fall back when the host forgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Nodes the host knows (the root included).
+    pub nodes: usize,
+    /// Open file and directory handles.
+    pub open_files: usize,
+    /// Kernel `O_PATH` descriptors cached for handle-backed nodes.
+    pub cached_fds: usize,
+}
+
+impl Stats {
+    fn of(inodes: &InodeTable, files: &OpenFiles) -> Stats {
+        Stats {
+            nodes: inodes.len(),
+            open_files: files.read().unwrap_or_else(|e| e.into_inner()).len(),
+            cached_fds: inodes.cached_fds(),
+        }
+    }
+}
+
+/// Reads [`Stats`] of a [`KernelFs`] without owning it.
+#[derive(Clone)]
+pub struct StatsProbe {
+    inodes: std::sync::Weak<InodeTable>,
+    files: std::sync::Weak<OpenFiles>,
+}
+
+impl StatsProbe {
+    /// The current figures; `None` once the filesystem is gone.
+    pub fn read(&self) -> Option<Stats> {
+        let inodes = self.inodes.upgrade()?;
+        let files = self.files.upgrade()?;
+        Some(Stats::of(&inodes, &files))
+    }
+}
+
+impl std::fmt::Debug for StatsProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsProbe").finish_non_exhaustive()
+    }
 }
 
 /// `Errno` from the kernel → the FUSE reply's error (same numbers).
@@ -139,8 +184,8 @@ impl KernelFs {
         sys::umask(0)?;
         raise_open_file_limit();
         Ok(KernelFs {
-            inodes: InodeTable::new(root)?,
-            files: RwLock::new(HashMap::new()),
+            inodes: Arc::new(InodeTable::new(root)?),
+            files: Arc::new(RwLock::new(HashMap::new())),
             next_fh: AtomicU64::new(1),
             groups: GroupCache::default(),
             read_only,
@@ -159,8 +204,17 @@ impl KernelFs {
 
     /// Known nodes and open files (for tests and statistics).
     pub fn counts(&self) -> (usize, usize) {
-        let files = self.files.read().unwrap_or_else(|e| e.into_inner()).len();
-        (self.inodes.len(), files)
+        let stats = Stats::of(&self.inodes, &self.files);
+        (stats.nodes, stats.open_files)
+    }
+
+    /// A way to read this filesystem's [`Stats`] from elsewhere (a signal thread) while the
+    /// FUSE session owns it. It does not keep the filesystem alive.
+    pub fn stats_probe(&self) -> StatsProbe {
+        StatsProbe {
+            inodes: Arc::downgrade(&self.inodes),
+            files: Arc::downgrade(&self.files),
+        }
     }
 
     fn caller(&self, req: &Request) -> Result<(), Errno> {

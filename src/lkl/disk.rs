@@ -372,6 +372,58 @@ pub fn drop_caches() -> Result<(), Errno> {
     Ok(())
 }
 
+/// The kernel's memory figures from its `/proc/meminfo`, in KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryInfo {
+    /// All memory the kernel manages.
+    pub total_kib: u64,
+    /// Memory not used at all.
+    pub free_kib: u64,
+    /// Memory available for new work without swapping (free + reclaimable caches).
+    pub available_kib: u64,
+}
+
+/// How much of its memory the kernel uses (for statistics).
+pub fn memory_info() -> Result<MemoryInfo, Errno> {
+    ensure_procfs()?;
+    let fd = sys::openat(
+        CWD,
+        c"/proc/meminfo",
+        (b::O_RDONLY | b::O_CLOEXEC) as i32,
+        0,
+    )?;
+    let mut text = Vec::with_capacity(4096);
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = sys::read(&fd, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n]);
+    }
+    Ok(parse_meminfo(&String::from_utf8_lossy(&text)))
+}
+
+fn parse_meminfo(text: &str) -> MemoryInfo {
+    let mut info = MemoryInfo::default();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let (Some(name), Some(value)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Ok(value) = value.parse::<u64>() else {
+            continue;
+        };
+        match name {
+            "MemTotal:" => info.total_kib = value,
+            "MemFree:" => info.free_kib = value,
+            "MemAvailable:" => info.available_kib = value,
+            _ => {}
+        }
+    }
+    info
+}
+
 /// The filesystem on a disk or partition, detected from its superblocks.
 pub fn detect_fstype(disk: &Disk, partition: Option<u32>) -> Result<&'static str, MountError> {
     ensure_sysfs()?;
@@ -508,6 +560,21 @@ fn parse_dev(text: &str) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meminfo_fields_are_parsed() {
+        let info = parse_meminfo(
+            "MemTotal:          65536 kB\nMemFree:           40000 kB\nMemAvailable:      50000 kB\nBuffers: x kB\n",
+        );
+        assert_eq!(
+            info,
+            MemoryInfo {
+                total_kib: 65536,
+                free_kib: 40000,
+                available_kib: 50000
+            }
+        );
+    }
 
     #[test]
     fn dev_numbers_parse() {

@@ -76,6 +76,9 @@ pub enum ActivateError {
     /// A queue's configuration is unusable.
     #[error("queue {0}: {1}")]
     Queue(usize, super::queue::QueueError),
+    /// The device's host threads could not be started.
+    #[error("cannot start the device's worker threads: {0}")]
+    StartWorkers(#[source] std::io::Error),
 }
 
 /// The device-specific half of a virtio device.

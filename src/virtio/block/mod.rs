@@ -128,9 +128,6 @@ pub enum BlockError {
         #[source]
         source: io::Error,
     },
-    /// The worker threads could not be started.
-    #[error("failed to start block worker threads: {0}")]
-    StartWorkers(#[source] io::Error),
 }
 
 /// A virtio-blk device serving an image file to the in-process kernel.
@@ -362,7 +359,9 @@ struct Block {
     serial: [u8; VIRTIO_BLK_ID_BYTES],
     active: Mutex<Option<ActiveQueue>>,
     inflight: Arc<Inflight>,
-    pool: WorkerPool,
+    /// Started when the driver activates the device, not when the image is attached: the
+    /// daemon drops host privileges in between, and threads keep those they were born with.
+    pool: OnceLock<WorkerPool>,
 }
 
 /// The queue of a started device, notify side.
@@ -408,7 +407,7 @@ impl Block {
             serial,
             active: Mutex::new(None),
             inflight: Arc::new(Inflight::default()),
-            pool: WorkerPool::new(WORKERS).map_err(BlockError::StartWorkers)?,
+            pool: OnceLock::new(),
         })
     }
 
@@ -470,6 +469,10 @@ impl VirtioDevice for Block {
         interrupt: Arc<Interrupt>,
     ) -> Result<(), ActivateError> {
         let has = |f: u32| features & bit(f) != 0;
+        if self.pool.get().is_none() {
+            let pool = WorkerPool::new(WORKERS).map_err(ActivateError::StartWorkers)?;
+            let _ = self.pool.set(pool);
+        }
         let config = queues.first().copied().unwrap_or_default();
         let (avail, used) = queue::activate(mem, &config, has(VIRTIO_RING_F_INDIRECT_DESC))
             .map_err(|e| ActivateError::Queue(0, e))?;
@@ -520,7 +523,11 @@ impl VirtioDevice for Block {
                 Ok(Some(item)) => {
                     self.inflight.start();
                     let shared = q.shared.clone();
-                    self.pool.submit(move || shared.serve(item));
+                    match self.pool.get() {
+                        Some(pool) => pool.submit(move || shared.serve(item)),
+                        // Not reached: queues are notified only after activation.
+                        None => shared.serve(item),
+                    }
                 }
                 Err(e) => {
                     tracing::error!("virtio-blk: available ring unusable until reset: {e}");
