@@ -167,7 +167,9 @@ fn tool_common(s: &mut String, see_also: &str) {
     para(
         s,
         "0 on success, 1 on an error (one line on standard error, naming the path), 2 for \
-         a usage error, 130 or 143 when interrupted by SIGINT or SIGTERM.",
+         a usage error, 3 if the kernel inside the program panicked or the program crashed \
+         (one line saying so; check the image with its fsck), 130 or 143 when interrupted by \
+         SIGINT or SIGTERM.",
     );
     sh(s, "SEE ALSO");
     para(s, see_also);

@@ -269,6 +269,54 @@ fn kernel_panic_removes_the_mount() {
     });
 }
 
+/// The copy tools end the same way (one line, exit 3), here fs2tar stuck writing to a pipe
+/// nobody reads.
+#[test]
+fn tool_crash_is_one_line() {
+    fuse_test(FILE, "tool_crash", LIMIT, |dir| {
+        let img = dir.join("disk.img");
+        make_ext4_owned(&img, 64, 0, 0);
+        let big = dir.join("big.bin");
+        std::fs::write(&big, images::random_bytes(7, 8 << 20)).expect("write the source");
+        let out = fuse::run(&mut fuse::command(
+            env!("CARGO_BIN_EXE_cptofs"),
+            &["-q", "-i", fuse::path_str(&img), fuse::path_str(&big), "/"],
+        ));
+        assert!(out.ok(), "cptofs: {}", out.describe());
+        let mut child = fuse::command(
+            env!("CARGO_BIN_EXE_fs2tar"),
+            &["-q", "-i", fuse::path_str(&img)],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start fs2tar");
+        // The pipe (64 KiB) fills long before 8 MiB are archived: fs2tar blocks in write.
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "fs2tar ended early"
+        );
+        // SAFETY: kill has no memory-safety preconditions; the pid is our child.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGSEGV) }, 0);
+        let output = child.wait_with_output().expect("wait for fs2tar");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(EXIT_FATAL),
+            "fs2tar ended with {}; stderr:\n{stderr}",
+            output.status
+        );
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(
+            lines,
+            ["fs2tar: fatal: SIGSEGV (invalid memory access); exiting (check the image with its fsck)"],
+            "expected exactly one line on stderr"
+        );
+        fsck_clean(Fs::Ext4, &img);
+    });
+}
+
 /// The child: serves an ext4 image over FUSE with the daemon's fatal handling armed, then,
 /// when told, exhausts its kernel's memory with panic_on_oom set.
 fn panicking_daemon() {

@@ -10,6 +10,7 @@ use lklfuse::tools::{self, copy_out, Error, Interrupt, Progress};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.image.init_logging();
+    tools::arm_fatal("cpfromfs");
     tools::finish("cpfromfs", run(&cli))
 }
 

@@ -10,6 +10,7 @@ use lklfuse::tools::{self, copy_in, Error, Interrupt, Progress};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.image.init_logging();
+    tools::arm_fatal("cptofs");
     tools::finish("cptofs", run(&cli))
 }
 

@@ -15,6 +15,7 @@ use lklfuse::tools::{self, Error, Interrupt, Progress};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.image.init_logging();
+    tools::arm_fatal("fs2tar");
     tools::finish("fs2tar", run(&cli))
 }
 

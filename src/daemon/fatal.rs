@@ -26,10 +26,12 @@ const CRASH_SIGNALS: [c_int; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, li
 
 /// What to do on a fatal error, prepared while the daemon is healthy.
 struct Plan {
+    /// The program, for messages.
+    program: &'static str,
     /// How the child process removes the mount.
     detach: Detach,
-    /// The mount point, for messages.
-    mountpoint: CString,
+    /// The mount point to remove (none for the copy tools).
+    mountpoint: Option<CString>,
     /// A datagram socket connected to `/dev/log`, when nobody reads stderr.
     syslog: Option<c_int>,
 }
@@ -68,10 +70,32 @@ pub fn arm(mountpoint: &Path, stderr_is_read: bool) -> std::io::Result<()> {
     };
     // A second arm (not done by lklfuse) keeps the first plan.
     let _ = PLAN.set(Plan {
+        program: "lklfuse",
         detach,
-        mountpoint,
+        mountpoint: Some(mountpoint),
         syslog,
     });
+    install_handlers()
+}
+
+/// The same for a program that mounts nothing on the host (cptofs, cpfromfs, fs2tar): a
+/// kernel panic or crash signal ends it with one line and [`EXIT_FATAL`] instead of an abort
+/// with a core dump.
+///
+/// # Errors
+///
+/// If a handler cannot be installed.
+pub fn arm_program(program: &'static str) -> std::io::Result<()> {
+    let _ = PLAN.set(Plan {
+        program,
+        detach: Detach::Umount,
+        mountpoint: None,
+        syslog: None,
+    });
+    install_handlers()
+}
+
+fn install_handlers() -> std::io::Result<()> {
     for signal in CRASH_SIGNALS {
         // SAFETY: a zeroed sigaction is a valid starting point; the handler only makes
         // async-signal-safe calls (see `on_crash_signal`); SA_RESETHAND makes a crash inside
@@ -93,7 +117,10 @@ pub fn arm(mountpoint: &Path, stderr_is_read: bool) -> std::io::Result<()> {
 /// exits with [`EXIT_FATAL`].
 pub fn kernel_panicked(reason: &str) -> ! {
     let reason = reason.trim_end();
-    tracing::error!("fatal: kernel panic: {reason}; removing the mount and exiting");
+    if PLAN.get().is_some_and(|plan| plan.mountpoint.is_some()) {
+        // The daemon's log file (the copy tools log to stderr, which gets the line below).
+        tracing::error!("fatal: kernel panic: {reason}; removing the mount and exiting");
+    }
     // The line also goes to stderr (or syslog) directly: the logger may have no output.
     let line = format!("kernel panic: {reason}");
     shut_down(line.as_bytes())
@@ -120,36 +147,40 @@ fn shut_down(what: &[u8]) -> ! {
         }
     }
     let Some(plan) = PLAN.get() else {
-        write_parts(2, &[b"lklfuse: fatal: ", what, b"\n"]);
+        write_parts(2, &[b"fatal: ", what, b"\n"]);
         // SAFETY: _exit ends the process without running anything else.
         unsafe { libc::_exit(EXIT_FATAL) }
     };
-    let mountpoint = plan.mountpoint.as_bytes();
-    let parts: [&[u8]; 5] = [
-        b"lklfuse: fatal: ",
-        what,
-        b"; removing the mount at ",
-        mountpoint,
-        b" and exiting\n",
-    ];
+    let program = plan.program.as_bytes();
+    let (removing, mountpoint, tail): (&[u8], &[u8], &[u8]) = match &plan.mountpoint {
+        Some(mnt) => (
+            b"; removing the mount at ",
+            mnt.as_bytes(),
+            b" and exiting\n",
+        ),
+        None => (b"; exiting (check the image with its fsck)", b"", b"\n"),
+    };
+    let parts: [&[u8]; 7] = [program, b": fatal: ", what, removing, mountpoint, tail, b""];
     write_parts(2, &parts);
     if let Some(socket) = plan.syslog {
         // <10>: facility user, severity critical.
-        let mut syslog_parts: [&[u8]; 6] = [b"<10>", b"", b"", b"", b"", b""];
-        syslog_parts[1..].copy_from_slice(&parts[..5]);
+        let mut syslog_parts: [&[u8]; 7] = [b"<10>"; 7];
+        syslog_parts[1..].copy_from_slice(&parts[..6]);
         write_parts(socket, &syslog_parts);
     }
-    spawn_detach(plan);
+    if let Some(mountpoint) = &plan.mountpoint {
+        spawn_detach(&plan.detach, mountpoint);
+    }
     // SAFETY: _exit ends the process without running destructors or atexit handlers, which
     // could touch state the crash left inconsistent.
     unsafe { libc::_exit(EXIT_FATAL) }
 }
 
 /// Starts a child that detaches the mount; does not wait for it (see the module comment).
-fn spawn_detach(plan: &Plan) {
+fn spawn_detach(detach: &Detach, mountpoint: &CString) {
     // Built before forking: the child must not allocate (another thread may have held the
     // allocator's lock when the parent crashed).
-    let helper = match &plan.detach {
+    let helper = match detach {
         Detach::Umount => None,
         Detach::Fusermount(path) => Some(path),
     };
@@ -158,7 +189,7 @@ fn spawn_detach(plan: &Plan) {
             path.as_ptr(),
             c"-u".as_ptr(),
             c"-z".as_ptr(),
-            plan.mountpoint.as_ptr(),
+            mountpoint.as_ptr(),
             std::ptr::null(),
         ],
         None => [std::ptr::null(); 5],
@@ -185,7 +216,7 @@ fn spawn_detach(plan: &Plan) {
         unsafe {
             match helper {
                 None => {
-                    libc::umount2(plan.mountpoint.as_ptr(), libc::MNT_DETACH);
+                    libc::umount2(mountpoint.as_ptr(), libc::MNT_DETACH);
                 }
                 Some(path) => {
                     libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());

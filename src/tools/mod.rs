@@ -56,6 +56,15 @@ pub struct ImageArgs {
     pub verbose: u8,
 }
 
+/// Makes a kernel panic or a crash signal end `program` with one line and exit status 3
+/// (instead of an abort and a core dump).
+pub fn arm_fatal(program: &'static str) {
+    if let Err(e) = crate::daemon::fatal::arm_program(program) {
+        tracing::warn!("cannot install crash handlers: {e}");
+    }
+    crate::lkl::set_panic_hook(Box::new(|msg| crate::daemon::fatal::kernel_panicked(msg)));
+}
+
 impl ImageArgs {
     /// Opens and mounts the image.
     pub fn open(&self, read_only: bool) -> Result<Image, Error> {
