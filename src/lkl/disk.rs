@@ -172,6 +172,12 @@ impl Disk {
         self.read_only
     }
 
+    /// Failed (read, write) requests on the image so far; see
+    /// [`BlockDevice::failed_requests`].
+    pub fn failed_requests(&self) -> (u64, u64) {
+        self.device.failed_requests()
+    }
+
     /// The image size in bytes.
     pub fn capacity_bytes(&self) -> u64 {
         self.device.capacity_bytes()

@@ -30,11 +30,12 @@ mod worker;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use self::backend::{DiskBackend, RawFile};
 use self::execute::{Context, RequestError, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR};
-use self::request::{Limits, Malformed, Request, SECTOR_SIZE};
+use self::request::{Limits, Malformed, Request, RequestType, SECTOR_SIZE};
 use self::worker::WorkerPool;
 use super::features::{bit, VIRTIO_F_VERSION_1, VIRTIO_RING_F_INDIRECT_DESC};
 use super::memory::KernelMemory;
@@ -154,6 +155,16 @@ impl std::fmt::Debug for BlockDevice {
 }
 
 impl BlockDevice {
+    /// Read requests and write/flush/discard requests the image failed since attaching. A
+    /// failed write means the filesystem inside may have lost data it was told was safe
+    /// (the kernel reports it to the caller, but filesystems also write on their own).
+    pub fn failed_requests(&self) -> (u64, u64) {
+        (
+            self.block.failures.reads.load(Ordering::Relaxed),
+            self.block.failures.writes.load(Ordering::Relaxed),
+        )
+    }
+
     /// Opens `path` (a regular file or a host block device) as a disk. Read-only opens use
     /// `O_RDONLY`; every open is close-on-exec. A read-write open that the host refuses
     /// (`EACCES`, `EPERM`, `EROFS`) while a read-only one works fails with
@@ -319,6 +330,23 @@ fn serial_for(path: &Path) -> [u8; VIRTIO_BLK_ID_BYTES] {
 }
 
 /// Requests between `QueueNotify` and their used-ring entry.
+/// Requests the image failed (host I/O errors, ranges beyond a truncated image...).
+#[derive(Default)]
+struct Failures {
+    reads: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl Failures {
+    fn count(&self, kind: &RequestType) {
+        let counter = match kind {
+            RequestType::In | RequestType::GetId => &self.reads,
+            _ => &self.writes,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Default)]
 struct Inflight {
     count: Mutex<usize>,
@@ -359,6 +387,7 @@ struct Block {
     serial: [u8; VIRTIO_BLK_ID_BYTES],
     active: Mutex<Option<ActiveQueue>>,
     inflight: Arc<Inflight>,
+    failures: Arc<Failures>,
     /// Started when the driver activates the device, not when the image is attached: the
     /// daemon drops host privileges in between, and threads keep those they were born with.
     pool: OnceLock<WorkerPool>,
@@ -374,6 +403,8 @@ struct ActiveQueue {
 
 /// What a worker needs to run and complete a request.
 struct QueueShared {
+    /// Counts requests the image failed (for the end-of-session verdict).
+    failures: Arc<Failures>,
     used: Mutex<UsedRing>,
     interrupt: Arc<Interrupt>,
     mem: KernelMemory,
@@ -407,6 +438,7 @@ impl Block {
             serial,
             active: Mutex::new(None),
             inflight: Arc::new(Inflight::default()),
+            failures: Arc::new(Failures::default()),
             pool: OnceLock::new(),
         })
     }
@@ -494,6 +526,7 @@ impl VirtioDevice for Block {
                 max_ranges: MAX_DISCARD_SEG as usize,
             },
             inflight: self.inflight.clone(),
+            failures: self.failures.clone(),
         });
         tracing::debug!(
             features = format_args!("{features:#x}"),
@@ -592,7 +625,10 @@ impl QueueShared {
             Err(e @ (RequestError::Unsupported(_) | RequestError::ReadOnly)) => {
                 tracing::debug!("virtio-blk request refused: {e}")
             }
-            Err(e) => tracing::warn!("virtio-blk request failed: {e}"),
+            Err(e) => {
+                self.failures.count(&req.kind);
+                tracing::warn!("virtio-blk request failed: {e}")
+            }
         }
         req.status.copy_from(&[execute::status(&result)]);
         result.unwrap_or(0).saturating_add(1)
