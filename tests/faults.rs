@@ -595,7 +595,6 @@ fn populate_src(src: &Path, manifest: &Path, dirs: usize, files: usize, size: us
         fs::create_dir_all(src.join(format!("d{d}"))).expect("mkdir src");
         for f in 0..files {
             let rel = format!("d{d}/f{f}");
-            // Even seeds: images::Rng maps seeds 2k and 2k+1 to the same stream.
             let h = fuse::write_random(&src.join(&rel), 2 * (d * 100 + f) as u64, size);
             lines.push_str(&format!("{rel} {h}\n"));
         }

@@ -297,7 +297,6 @@ fn read_at(p: &Path, off: u64, len: usize) -> Vec<u8> {
 
 /// The big file's expected pieces: (offset, data).
 fn pieces(fs: Fs) -> Vec<(u64, Vec<u8>)> {
-    // Even seeds: images::Rng maps seeds 2k and 2k+1 to the same stream.
     let mut p = vec![(4 * GIB - MIB, images::random_bytes(40, 2 << 20))];
     // exFAT has no holes: data at 5 GiB would mean writing 5 GiB of zeros.
     if fs != Fs::Exfat {
@@ -529,7 +528,6 @@ fn sparse_xfs_image_over_2tib() {
             fs::create_dir(&sub).expect("mkdir");
             for f in 0..4u64 {
                 let rel = format!("d{g}/f{f}");
-                // Even seeds: images::Rng maps seeds 2k and 2k+1 to the same stream.
                 let seed = 1000 + 2 * (g * 10 + f);
                 let h = fuse::write_random(&mnt.join(&rel), seed, 256 << 10);
                 firsts.insert(images::random_bytes(seed, 4096), rel.clone());
