@@ -291,7 +291,8 @@ fn mount(config: &Config) -> Result<Mounted, Error> {
         .map_err(|e| Error::Mount(e.to_string()))?;
     let read_only = mount.read_only();
     let fs = KernelFs::new(mount.path(), read_only)
-        .map_err(|e| Error::Kernel(format!("serving the mount: {e}")))?;
+        .map_err(|e| Error::Kernel(format!("serving the mount: {e}")))?
+        .shared_with_other_users(config.fuse.allow_other);
     let stats = fs.stats_probe();
 
     let mut fuse = config.fuse.clone();

@@ -63,6 +63,8 @@ pub struct KernelFs {
     next_fh: AtomicU64,
     groups: GroupCache,
     read_only: bool,
+    /// `allow_other`: several users share the mount (see [`KernelFs::entry_ttl`]).
+    shared: bool,
 }
 
 /// What the daemon holds for the host right now: these must fall back when the host forgets.
@@ -189,7 +191,39 @@ impl KernelFs {
             next_fh: AtomicU64::new(1),
             groups: GroupCache::default(),
             read_only,
+            shared: false,
         })
+    }
+
+    /// Tells the filesystem that other users than the mounting one use the mount
+    /// (`allow_other`), which changes how long names may be cached (see
+    /// [`KernelFs::entry_ttl`]).
+    pub fn shared_with_other_users(mut self, shared: bool) -> KernelFs {
+        self.shared = shared;
+        self
+    }
+
+    /// How long the host may cache a name found in directory `parent`.
+    ///
+    /// Without `default_permissions` the host checks no permissions itself: the kernel here
+    /// checks them, as the caller, when a name is looked up. A cached name is not looked up
+    /// again, so on a mount shared by several users a name that one user reached in a
+    /// directory others may not search (mode 0700, say) would be usable by all of them until
+    /// it expires. Names in such directories are therefore not cached on shared mounts; names
+    /// in directories everyone may search are.
+    fn entry_ttl(&self, parent: INodeNo) -> Duration {
+        if !self.shared {
+            return TTL;
+        }
+        let searchable_by_all = self
+            .node_fd(parent)
+            .and_then(|(_, fd)| stat_fd(&fd))
+            .is_ok_and(|st| u32::from(st.mode) & 0o001 != 0);
+        if searchable_by_all {
+            TTL
+        } else {
+            Duration::ZERO
+        }
     }
 
     /// Closes every descriptor the host still had open (at unmount, so that the kernel
@@ -424,10 +458,25 @@ impl KernelFs {
         }
     }
 
-    fn xattr_target(&self, ino: INodeNo) -> Result<(Arc<Inode>, CString), Errno> {
+    /// The node and a `/proc/self/fd/N` path to it, with the descriptor `N` kept open for as
+    /// long as the target lives: closed (say, evicted from the descriptor cache by another
+    /// request), its number could name another file by the time the path is used.
+    fn xattr_target(&self, ino: INodeNo) -> Result<XattrTarget, Errno> {
         let (node, fd) = self.node_fd(ino)?;
-        Ok((node, proc_path(&fd)))
+        let path = proc_path(&fd);
+        Ok(XattrTarget {
+            node,
+            path,
+            _fd: fd,
+        })
     }
+}
+
+/// What an xattr request works on (see [`KernelFs::xattr_target`]).
+struct XattrTarget {
+    node: Arc<Inode>,
+    path: CString,
+    _fd: Arc<KernelFd>,
 }
 
 /// Host open flags → kernel flags for reopening through `/proc/self/fd`, and the FUSE open
@@ -487,7 +536,7 @@ impl Filesystem for KernelFs {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         try_reply!(reply, self.caller(req));
         let (attr, generation) = try_reply!(reply, self.lookup_entry(parent, name));
-        reply.entry(&TTL, &attr, generation);
+        reply.entry(&self.entry_ttl(parent), &attr, generation);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -566,7 +615,7 @@ impl Filesystem for KernelFs {
                 dir, name, mode, rdev
             ))
         );
-        reply.entry(&TTL, &attr, generation);
+        reply.entry(&self.entry_ttl(parent), &attr, generation);
     }
 
     fn mkdir(
@@ -583,7 +632,7 @@ impl Filesystem for KernelFs {
             reply,
             self.make_node(parent, name, |dir, name| sys::mkdirat(dir, name, mode))
         );
-        reply.entry(&TTL, &attr, generation);
+        reply.entry(&self.entry_ttl(parent), &attr, generation);
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -618,7 +667,7 @@ impl Filesystem for KernelFs {
                 &target, dir, name
             ))
         );
-        reply.entry(&TTL, &attr, generation);
+        reply.entry(&self.entry_ttl(parent), &attr, generation);
     }
 
     fn rename(
@@ -659,7 +708,7 @@ impl Filesystem for KernelFs {
             })
         })();
         let (attr, generation) = try_reply!(reply, result);
-        reply.entry(&TTL, &attr, generation);
+        reply.entry(&self.entry_ttl(newparent), &attr, generation);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -787,6 +836,7 @@ impl Filesystem for KernelFs {
     ) {
         try_reply!(reply, self.caller(req));
         let parent = try_reply!(reply, self.node(ino));
+        let ttl = self.entry_ttl(ino);
         let result = self.do_readdir(fh, offset, |e| {
             let name_bytes = e.name.to_bytes();
             let name = OsStr::from_bytes(name_bytes);
@@ -829,7 +879,7 @@ impl Filesystem for KernelFs {
                 INodeNo(found.inode.id),
                 e.off as u64,
                 name,
-                &TTL,
+                &ttl,
                 &attr,
                 Generation(found.inode.generation()),
             );
@@ -894,7 +944,7 @@ impl Filesystem for KernelFs {
     ) {
         try_reply!(reply, self.caller(req));
         let result = (|| {
-            let (node, path) = self.xattr_target(ino)?;
+            let XattrTarget { node, path, _fd } = self.xattr_target(ino)?;
             if node.is_symlink() {
                 // Following /proc/self/fd would reach the link's target; the kernel refuses
                 // user.* on symlinks anyway, and no other namespace is reachable from here.
@@ -910,7 +960,7 @@ impl Filesystem for KernelFs {
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         try_reply!(reply, self.caller(req));
         let result = (|| {
-            let (node, path) = self.xattr_target(ino)?;
+            let XattrTarget { node, path, _fd } = self.xattr_target(ino)?;
             if node.is_symlink() {
                 return Err(Errno::ENODATA);
             }
@@ -932,7 +982,7 @@ impl Filesystem for KernelFs {
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         try_reply!(reply, self.caller(req));
         let result = (|| {
-            let (node, path) = self.xattr_target(ino)?;
+            let XattrTarget { node, path, _fd } = self.xattr_target(ino)?;
             if node.is_symlink() {
                 return Ok((0, Vec::new()));
             }
@@ -952,7 +1002,7 @@ impl Filesystem for KernelFs {
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         try_reply!(reply, self.caller(req));
         let result = (|| {
-            let (node, path) = self.xattr_target(ino)?;
+            let XattrTarget { node, path, _fd } = self.xattr_target(ino)?;
             if node.is_symlink() {
                 return Err(Errno::ENODATA);
             }
@@ -983,7 +1033,7 @@ impl Filesystem for KernelFs {
         try_reply!(reply, self.caller(req));
         let (attr, generation, fh, fopen) =
             try_reply!(reply, self.do_create(parent, name, mode, flags));
-        reply.created(&TTL, &attr, generation, fh, fopen);
+        reply.created(&self.entry_ttl(parent), &attr, generation, fh, fopen);
     }
 
     fn getlk(

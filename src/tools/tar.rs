@@ -345,12 +345,15 @@ fn set_name(header: &mut Header, pax: &mut Vec<(String, Vec<u8>)>, name: &Path, 
     let _ = header.set_path("pax-long-name");
 }
 
+/// A symlink's target goes in byte for byte (`set_link_name` would normalise `/` to `//` and
+/// drop `.` components; a link's target is data, not a path of the archive).
 fn set_link(header: &mut Header, pax: &mut Vec<(String, Vec<u8>)>, target: &Path) {
-    if target.as_os_str().len() <= 100 && header.set_link_name(target).is_ok() {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = target.as_os_str().as_bytes();
+    if bytes.len() <= 100 && header.set_link_name_literal(bytes).is_ok() {
         return;
     }
-    use std::os::unix::ffi::OsStrExt;
-    pax.push(("linkpath".into(), target.as_os_str().as_bytes().to_vec()));
+    pax.push(("linkpath".into(), bytes.to_vec()));
     let _ = header.set_link_name("pax-long-link");
 }
 
