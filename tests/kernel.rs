@@ -218,3 +218,32 @@ fn timers_fire_on_time() {
         );
     }
 }
+
+/// What the lockup watchdog samples: the CPU is free between calls, and every call from a
+/// new thread hands it over at least once.
+#[test]
+fn watchdog_samples_show_a_free_cpu_and_hand_overs() {
+    kernel();
+    let before = lkl::watchdog::sample().expect("the kernel runs");
+    let threads: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(|| sys::getpid().expect("getpid")))
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    // Other tests of this file may be running kernel code right now: sample until idle.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let s = lkl::watchdog::sample().expect("the kernel runs");
+        if !s.owned || Instant::now() >= deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(!after.owned, "the CPU stays owned with nothing running");
+    assert!(
+        after.grants >= before.grants + 4,
+        "4 threads called in but the CPU changed hands {} times",
+        after.grants - before.grants
+    );
+}

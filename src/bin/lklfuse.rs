@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use lklfuse::daemon::{self, background, notify, signals, Config, Error, Invocation};
 use lklfuse::fs::{KernelFs, StatsProbe};
@@ -169,6 +170,15 @@ fn serve(
     daemon::fatal::arm(&config.mountpoint, stderr_is_read)
         .map_err(|e| report(&mut readiness, Error::io("installing crash handlers", e)))?;
     lkl::set_panic_hook(Box::new(|msg| daemon::fatal::kernel_panicked(msg)));
+    let _watchdog = match config.watchdog_secs {
+        0 => None,
+        secs => Some(
+            lkl::watchdog::start(Duration::from_secs(u64::from(secs)), |limit| {
+                daemon::fatal::kernel_stuck(limit)
+            })
+            .map_err(|e| report(&mut readiness, Error::io("starting the watchdog", e)))?,
+        ),
+    };
 
     let _stats = signals::on_stats_signal(move || log_stats(&stats))
         .map_err(|e| report(&mut readiness, Error::io("installing signal handlers", e)))?;

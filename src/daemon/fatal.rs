@@ -126,6 +126,20 @@ pub fn kernel_panicked(reason: &str) -> ! {
     shut_down(line.as_bytes())
 }
 
+/// Shuts down after the watchdog found the kernel locked up for `limit` (not in signal
+/// context): logs it, removes the mount, exits with [`EXIT_FATAL`].
+pub fn kernel_stuck(limit: std::time::Duration) -> ! {
+    let line = format!(
+        "kernel locked up: kernel code ran {} s without yielding (a filesystem bug on this \
+         image?)",
+        limit.as_secs()
+    );
+    if PLAN.get().is_some_and(|plan| plan.mountpoint.is_some()) {
+        tracing::error!("fatal: {line}; removing the mount and exiting");
+    }
+    shut_down(line.as_bytes())
+}
+
 extern "C" fn on_crash_signal(signal: c_int) {
     let what: &[u8] = match signal {
         libc::SIGSEGV => b"SIGSEGV (invalid memory access)",

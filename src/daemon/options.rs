@@ -41,6 +41,11 @@ pub const MAX_MEMORY_MIB: u32 = 65536;
 /// the same on every machine.
 pub const DEFAULT_THREADS: usize = 4;
 
+/// `watchdog=` default, in seconds: far beyond any honest stretch of kernel code without a
+/// sleep (those last milliseconds), short enough that a locked-up mount does not hang a
+/// desktop for long.
+pub const DEFAULT_WATCHDOG_SECS: u32 = 60;
+
 /// Largest accepted `threads=`/`max_threads=`: each worker is a host thread plus a kernel
 /// task, and hundreds of them only queue on the kernel lock.
 pub const MAX_THREADS: usize = 256;
@@ -114,6 +119,9 @@ pub struct Config {
     /// FUSE worker threads: `-s` gives 1, else `threads=N`/`max_threads=N`, else
     /// [`DEFAULT_THREADS`].
     pub threads: usize,
+    /// `watchdog=SECS`: kernel code running this long without yielding is a lockup that ends
+    /// the daemon (see `lkl::watchdog`); 0 turns the watchdog off.
+    pub watchdog_secs: u32,
     /// `-f` or `-d`: stay in the foreground.
     pub foreground: bool,
     /// `-d` (or `-o debug`): debug logging; implies `foreground`.
@@ -399,6 +407,11 @@ const OPTION_HELP: &[(&str, &str)] = &[
         "FUSE worker threads (default 4, -s means 1); also max_threads=N",
     ),
     (
+        "watchdog=SECS",
+        "end the daemon (exit 3, mount removed) if kernel code runs SECS seconds without \
+         yielding, a lockup (default 60; 0: off)",
+    ),
+    (
         "nosuid, suid",
         "ignore / honour set-user-id bits (host mount default: nosuid)",
     ),
@@ -661,6 +674,7 @@ struct OptionParser {
     log_file: Option<PathBuf>,
     fuse: FuseOptions,
     threads: usize,
+    watchdog_secs: u32,
     debug: bool,
 }
 
@@ -677,6 +691,7 @@ impl OptionParser {
             log_file: None,
             fuse: FuseOptions::new(image.to_string_lossy().into_owned()),
             threads: DEFAULT_THREADS,
+            watchdog_secs: DEFAULT_WATCHDOG_SECS,
             debug: false,
         }
     }
@@ -722,6 +737,9 @@ impl OptionParser {
             }
             ("lock", Some(value)) => self.lock_file = Some(path(name, value)?),
             ("log", Some(value)) => self.log_file = Some(path(name, value)?),
+            ("watchdog", Some(value)) => {
+                self.watchdog_secs = number(name, value, 0..=86_400)?
+            }
             ("threads" | "max_threads", Some(value)) => {
                 self.threads = number(name, value, 1..=MAX_THREADS)?
             }
@@ -732,6 +750,7 @@ impl OptionParser {
             }
             (
                 "type" | "mb" | "part" | "opts" | "lock" | "log" | "threads" | "max_threads"
+                | "watchdog"
                 | "fsname" | "subtype" | "max_idle_threads",
                 None,
             ) => {
@@ -870,6 +889,7 @@ impl OptionParser {
             log_file: self.log_file,
             fuse: self.fuse,
             threads: self.threads,
+            watchdog_secs: self.watchdog_secs,
             foreground: self.debug,
             debug: self.debug,
         })
@@ -954,6 +974,7 @@ mod tests {
         assert_eq!(config.lock_file, None);
         assert_eq!(config.log_file, None);
         assert_eq!(config.threads, DEFAULT_THREADS);
+        assert_eq!(config.watchdog_secs, DEFAULT_WATCHDOG_SECS);
         assert!(!config.foreground);
         assert!(!config.debug);
         assert_eq!(config.fuse.fsname, "disk.img");
@@ -1106,6 +1127,12 @@ mod tests {
             .starts_with("invalid value for part"));
         assert!(usage_error(&["lklfuse", "img", "mnt", "-o", "threads=0"])
             .starts_with("invalid value for threads"));
+        assert!(usage_error(&["lklfuse", "img", "mnt", "-o", "watchdog=-5"])
+            .starts_with("invalid value for watchdog"));
+        assert_eq!(
+            run(&["lklfuse", "img", "mnt", "-o", "watchdog=0"]).watchdog_secs,
+            0
+        );
         assert_eq!(
             usage_error(&["lklfuse", "img", "mnt", "-o", "type="]),
             "empty value for type"

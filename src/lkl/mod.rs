@@ -37,6 +37,7 @@ pub mod mmio;
 pub mod probe;
 mod sync;
 pub mod sys;
+pub mod watchdog;
 mod timer;
 
 pub use errno::Errno;

@@ -28,6 +28,7 @@ static struct {
 	unsigned int spinners;		/* threads polling for it (0 or 1) */
 	struct lkl_sem *sleep_sem;
 	bool irqs_pending;		/* raised while owned by another thread */
+	unsigned long grants;		/* times the CPU got a new owner */
 	bool shutdown;			/* halted: nobody may enter any more */
 } cpu;
 
@@ -95,6 +96,8 @@ int lkl_cpu_get(void)
 		lkl_ops.mutex_unlock(cpu.lock);
 		return -ESHUTDOWN;
 	}
+	if (cpu.owner != self)
+		cpu.grants++;
 	cpu.owner = self;
 	cpu.count++;
 	lkl_ops.mutex_unlock(cpu.lock);
@@ -120,6 +123,8 @@ int lkl_cpu_try_get(void)
 		cpu.irqs_pending = true;
 		ret = 0;
 	} else {
+		if (cpu.owner != self)
+			cpu.grants++;
 		cpu.owner = self;
 		cpu.count++;
 	}
@@ -189,7 +194,27 @@ void lkl_cpu_change_owner(lkl_thread_t owner)
 {
 	lkl_ops.mutex_lock(cpu.lock);
 	cpu.owner = owner;
+	cpu.grants++;
 	lkl_ops.mutex_unlock(cpu.lock);
+}
+
+/**
+ * lkl_cpu_progress - what the host's watchdog samples
+ * @grants: set to the number of times the CPU changed hands so far
+ *
+ * Returns 1 if a thread runs kernel code now, 0 if the CPU is free (or the
+ * kernel is halted). A CPU owned with the same count at samples far apart
+ * means kernel code that never sleeps or yields: a lockup.
+ */
+int lkl_cpu_progress(unsigned long *grants)
+{
+	int owned;
+
+	lkl_ops.mutex_lock(cpu.lock);
+	*grants = cpu.grants;
+	owned = cpu.owner && !cpu.shutdown;
+	lkl_ops.mutex_unlock(cpu.lock);
+	return owned;
 }
 
 /**

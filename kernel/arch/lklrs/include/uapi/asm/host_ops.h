@@ -110,12 +110,14 @@ struct lkl_host_ops {
  * lkl_syscall(); each thread gets its own kernel task on its first call.
  * lkl_trigger_irq() may be called from any host thread at any time.
  * lkl_halt() powers the kernel off for good; later calls fail with -ESHUTDOWN
- * (hosts must sync and unmount first).
+ * (hosts must sync and unmount first). lkl_cpu_progress() tells a host
+ * watchdog whether kernel code runs now and how often the CPU changed hands.
  */
 int lkl_start_kernel(const struct lkl_host_ops *ops, unsigned long mem_size,
 		     const char *cmdline);
 long lkl_syscall(long nr, const long *args);
 int lkl_trigger_irq(int irq);
 int lkl_halt(void);
+int lkl_cpu_progress(unsigned long *grants);
 
 #endif /* _UAPI_ASM_LKLRS_HOST_OPS_H */
