@@ -35,13 +35,13 @@ pub fn sample() -> Option<Sample> {
     if !kernel::is_running() {
         return None;
     }
-    let mut grants: std::ffi::c_ulong = 0;
+    let mut grants: u64 = 0;
     // SAFETY: the kernel is running; lkl_cpu_progress only writes one unsigned long through
     // the pointer, which points at a live local.
     let owned = unsafe { b::lkl_cpu_progress(&mut grants) };
     Some(Sample {
         owned: owned != 0,
-        grants: u64::from(grants),
+        grants,
     })
 }
 
