@@ -737,9 +737,7 @@ impl OptionParser {
             }
             ("lock", Some(value)) => self.lock_file = Some(path(name, value)?),
             ("log", Some(value)) => self.log_file = Some(path(name, value)?),
-            ("watchdog", Some(value)) => {
-                self.watchdog_secs = number(name, value, 0..=86_400)?
-            }
+            ("watchdog", Some(value)) => self.watchdog_secs = number(name, value, 0..=86_400)?,
             ("threads" | "max_threads", Some(value)) => {
                 self.threads = number(name, value, 1..=MAX_THREADS)?
             }
@@ -750,8 +748,7 @@ impl OptionParser {
             }
             (
                 "type" | "mb" | "part" | "opts" | "lock" | "log" | "threads" | "max_threads"
-                | "watchdog"
-                | "fsname" | "subtype" | "max_idle_threads",
+                | "watchdog" | "fsname" | "subtype" | "max_idle_threads",
                 None,
             ) => {
                 return Err(UsageError::new(format!(

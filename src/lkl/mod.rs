@@ -37,8 +37,8 @@ pub mod mmio;
 pub mod probe;
 mod sync;
 pub mod sys;
-pub mod watchdog;
 mod timer;
+pub mod watchdog;
 
 pub use errno::Errno;
 pub use fd::{AsKernelFd, BorrowedKernelFd, KernelFd, CWD};

@@ -188,9 +188,13 @@ mod tests {
     #[test]
     fn the_thread_reports_a_stuck_cpu_once() {
         let (tx, rx) = mpsc::channel();
-        let _watchdog = start_with(Duration::from_millis(80), || owned(3), move |limit| {
-            let _ = tx.send(limit);
-        })
+        let _watchdog = start_with(
+            Duration::from_millis(80),
+            || owned(3),
+            move |limit| {
+                let _ = tx.send(limit);
+            },
+        )
         .expect("start");
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(5)),
