@@ -1510,3 +1510,39 @@ fn unprivileged_daemon_has_no_capabilities() {
         fsck_clean(Fs::Ext4, &img);
     });
 }
+
+/// A write by a user without CAP_FSETID clears the set-user-id and set-group-id bits, as on
+/// a native mount, both when the host mount ignores them (nosuid: the kernel inside the
+/// daemon clears them, the host learns it when its attributes expire) and when it honours
+/// them (suid: the host clears them before writing).
+#[test]
+fn writes_by_other_users_clear_setuid_bits() {
+    fuse_test(FILE, "killpriv", LIMIT, |dir| {
+        let img = dir.join("killpriv.img");
+        make_ext4_owned(&img, 64, 0, 0);
+        let mnt = subdir(&dir, "mnt", 0o755, None);
+        for opts in [
+            &["type=ext4", "allow_other"][..],
+            &["type=ext4", "allow_other", "suid"],
+        ] {
+            let d = Daemon::start(&img, &mnt, opts).unwrap_or_else(|e| panic!("{e}"));
+            let f = mnt.join(format!("prog-{}", opts.len()));
+            fs::write(&f, b"#!/bin/sh\n").expect("create");
+            chown(&f, A, A);
+            fs::set_permissions(&f, fs::Permissions::from_mode(0o6775)).expect("chmod");
+            let out = fuse::sh_as(A, A, &[], &format!("echo more >> {}", fuse::q(&f)));
+            assert!(out.ok(), "{opts:?}: append as {A}: {}", out.describe());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mode = loop {
+                let mode = fs::metadata(&f).expect("stat").mode() & 0o7777;
+                if mode & 0o6000 == 0 || Instant::now() >= deadline {
+                    break mode;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            assert_eq!(mode, 0o775, "{opts:?}: mode after a write by the owner");
+            d.stop();
+        }
+        fsck_clean(Fs::Ext4, &img);
+    });
+}

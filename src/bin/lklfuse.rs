@@ -302,7 +302,8 @@ fn mount(config: &Config) -> Result<Mounted, Error> {
     let read_only = mount.read_only();
     let fs = KernelFs::new(mount.path(), read_only)
         .map_err(|e| Error::Kernel(format!("serving the mount: {e}")))?
-        .shared_with_other_users(config.fuse.allow_other);
+        .shared_with_other_users(config.fuse.allow_other)
+        .host_honours_setuid(!config.fuse.nosuid);
     let stats = fs.stats_probe();
 
     let mut fuse = config.fuse.clone();

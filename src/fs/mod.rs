@@ -65,6 +65,8 @@ pub struct KernelFs {
     read_only: bool,
     /// `allow_other`: several users share the mount (see [`KernelFs::entry_ttl`]).
     shared: bool,
+    /// The host mount is `suid`: set-user-id bits take effect there (see `init`).
+    host_honours_setuid: bool,
 }
 
 /// What the daemon holds for the host right now: these must fall back when the host forgets.
@@ -192,6 +194,7 @@ impl KernelFs {
             groups: GroupCache::default(),
             read_only,
             shared: false,
+            host_honours_setuid: true,
         })
     }
 
@@ -200,6 +203,13 @@ impl KernelFs {
     /// [`KernelFs::entry_ttl`]).
     pub fn shared_with_other_users(mut self, shared: bool) -> KernelFs {
         self.shared = shared;
+        self
+    }
+
+    /// Tells the filesystem whether the host mount honours set-user-id and set-group-id bits
+    /// (`suid`); by default it assumes so, which costs a request per write (see `init`).
+    pub fn host_honours_setuid(mut self, honours: bool) -> KernelFs {
+        self.host_honours_setuid = honours;
         self
     }
 
@@ -515,7 +525,19 @@ macro_rules! try_reply {
 
 impl Filesystem for KernelFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let wanted = InitFlags::FUSE_ASYNC_READ
+        // HANDLE_KILLPRIV_V2: clearing set-user-id/set-group-id bits and file capabilities on
+        // write, truncate and chown is left to us, and the kernel here does it anyway (every
+        // write is a real write(2) as the caller). Without it the host asks for
+        // security.capability before every single write. The price: the host keeps showing
+        // the cleared bits until its attributes expire (TTL), so it is taken only when the
+        // host ignores set-user-id bits anyway (nosuid, the default).
+        let killpriv = if self.host_honours_setuid {
+            InitFlags::empty()
+        } else {
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2
+        };
+        let wanted = killpriv
+            | InitFlags::FUSE_ASYNC_READ
             | InitFlags::FUSE_BIG_WRITES
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_DO_READDIRPLUS
