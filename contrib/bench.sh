@@ -42,8 +42,12 @@ mnt="$work/mnt"
 mkdir -p "$mnt"
 results="$work/results"
 : > "$results"
+# The raw "variant metric value" lines outlive the run, to check a surprising cell later.
+raw_results="$PWD/target/bench-results-$(date +%Y%m%d-%H%M%S).txt"
 cleanup() {
   fusermount3 -u -z "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+  mkdir -p "$(dirname "$raw_results")"
+  cp "$results" "$raw_results" 2>/dev/null && echo "bench: raw results in $raw_results" >&2
   rm -rf "$work"
 }
 trap cleanup EXIT
