@@ -138,7 +138,7 @@ fn serve(
     let Mounted {
         _lock,
         kernel,
-        disk,
+        disk: _disk,
         mount,
         mut session,
         stats,
@@ -205,39 +205,13 @@ fn serve(
     let _ = notify::notify("STOPPING=1");
 
     // The session dropped the filesystem: every kernel descriptor it held is closed.
-    let read_only = mount.read_only();
-    let unmounted = mount
-        .unmount()
-        .map_err(|e| Error::Unmount(e.to_string()))
-        .and_then(|()| io_verdict(&disk, read_only));
+    let unmounted = mount.unmount().map_err(|e| Error::Unmount(e.to_string()));
     if let Err(e) = kernel.halt() {
         tracing::error!("kernel halt: {e}");
     }
     unmounted?;
     tracing::info!("{} unmounted cleanly", config.image.display());
     Ok(())
-}
-
-/// A clean kernel unmount is not enough: a filesystem that hit I/O errors on the image (host
-/// disk full, image truncated) may have dropped data it wrote back on its own (some, like XFS,
-/// shut down without failing the final flush), or gone read-only after failing to read its
-/// metadata. On a read-only mount failed reads lose nothing: a warning is enough.
-fn io_verdict(disk: &disk::Disk, read_only: bool) -> Result<(), Error> {
-    let (failed_reads, failed_writes) = disk.failed_requests();
-    if failed_reads == 0 && failed_writes == 0 {
-        return Ok(());
-    }
-    let what = format!(
-        "{failed_reads} reads and {failed_writes} writes on the image failed while it was \
-         mounted (see the log)"
-    );
-    if read_only {
-        tracing::warn!("{what}");
-        return Ok(());
-    }
-    Err(Error::Unmount(format!(
-        "{what}; check it with the filesystem's fsck"
-    )))
 }
 
 /// One `stats:` line (SIGUSR1): what the daemon holds for the host and the kernel's memory.

@@ -116,28 +116,27 @@ fn install_handlers() -> std::io::Result<()> {
 /// Shuts down after a kernel panic (not in signal context): logs `reason`, removes the mount,
 /// exits with [`EXIT_FATAL`].
 pub fn kernel_panicked(reason: &str) -> ! {
-    let reason = reason.trim_end();
-    if PLAN.get().is_some_and(|plan| plan.mountpoint.is_some()) {
-        // The daemon's log file (the copy tools log to stderr, which gets the line below).
-        tracing::error!("fatal: kernel panic: {reason}; removing the mount and exiting");
-    }
-    // The line also goes to stderr (or syslog) directly: the logger may have no output.
-    let line = format!("kernel panic: {reason}");
-    shut_down(line.as_bytes())
+    shut_down_logged(&format!("kernel panic: {}", reason.trim_end()))
 }
 
 /// Shuts down after the watchdog found the kernel locked up for `limit` (not in signal
 /// context): logs it, removes the mount, exits with [`EXIT_FATAL`].
 pub fn kernel_stuck(limit: std::time::Duration) -> ! {
-    let line = format!(
+    shut_down_logged(&format!(
         "kernel locked up: kernel code ran {} s without yielding (a filesystem bug on this \
          image?)",
         limit.as_secs()
-    );
+    ))
+}
+
+/// [`shut_down`] from ordinary code: the daemon's log file gets the line too (the copy tools
+/// log to stderr, which gets it anyway); stderr or syslog get it directly because the logger
+/// may have no output.
+fn shut_down_logged(what: &str) -> ! {
     if PLAN.get().is_some_and(|plan| plan.mountpoint.is_some()) {
-        tracing::error!("fatal: {line}; removing the mount and exiting");
+        tracing::error!("fatal: {what}; removing the mount and exiting");
     }
-    shut_down(line.as_bytes())
+    shut_down(what.as_bytes())
 }
 
 extern "C" fn on_crash_signal(signal: c_int) {

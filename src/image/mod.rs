@@ -127,7 +127,7 @@ pub enum NodeKind {
 pub struct Image {
     image: PathBuf,
     kernel: lkl::Kernel,
-    disk: disk::Disk,
+    _disk: disk::Disk,
     mount: Option<disk::Mount>,
     /// The mount's root directory: every call resolves relative to it.
     root: Option<KernelFd>,
@@ -204,7 +204,7 @@ impl Image {
             mount_path: mount.path().to_bytes().to_vec(),
             image,
             kernel,
-            disk,
+            _disk: disk,
             mount: Some(mount),
             root: Some(root),
         })
@@ -603,22 +603,10 @@ impl Image {
         };
         // The root descriptor pins the mount: let it go first.
         drop(self.root.take());
-        let unmounted = mount
-            .unmount()
-            .map_err(|e| e.to_string())
-            .and_then(|()| match self.disk.failed_requests() {
-                // The filesystem may have lost data it wrote back on its own (see lklfuse).
-                (0, 0) => Ok(()),
-                (_, _) if self.disk.read_only() => Ok(()),
-                (reads, writes) => Err(format!(
-                    "{reads} reads and {writes} writes on the image failed; check it with the \
-                     filesystem's fsck"
-                )),
-            })
-            .map_err(|message| Error::Close {
-                image: self.image.clone(),
-                message,
-            });
+        let unmounted = mount.unmount().map_err(|e| Error::Close {
+            image: self.image.clone(),
+            message: e.to_string(),
+        });
         if let Err(e) = self.kernel.halt() {
             tracing::warn!("{}: kernel halt: {e}", self.image.display());
         }

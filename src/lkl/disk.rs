@@ -73,6 +73,20 @@ pub enum MountError {
         /// The kernel's answer.
         errno: Errno,
     },
+    /// The unmount went through, but the image failed requests while it was mounted
+    /// read-write: the filesystem may have lost data it wrote back on its own (some, like
+    /// XFS, shut down without failing the final flush), or gone read-only after failing to
+    /// read its metadata.
+    #[error(
+        "{reads} reads and {writes} writes on the image failed while it was mounted (see the \
+         log); check it with the filesystem's fsck"
+    )]
+    FailedIo {
+        /// Failed read requests.
+        reads: u64,
+        /// Failed write, flush, discard and write-zeroes requests.
+        writes: u64,
+    },
 }
 
 fn kernel_err<'a>(action: &'static str, target: &'a str) -> impl FnOnce(Errno) -> MountError + 'a {
@@ -159,6 +173,8 @@ pub struct Mount {
     device: CString,
     fstype: &'static str,
     read_only: bool,
+    /// The disk's device, whose failed requests decide whether the session was clean.
+    disk: Arc<BlockDevice>,
 }
 
 impl Disk {
@@ -170,12 +186,6 @@ impl Disk {
     /// Whether the disk itself is read-only.
     pub fn read_only(&self) -> bool {
         self.read_only
-    }
-
-    /// Failed (read, write) requests on the image so far; see
-    /// [`BlockDevice::failed_requests`].
-    pub fn failed_requests(&self) -> (u64, u64) {
-        self.device.failed_requests()
     }
 
     /// The image size in bytes.
@@ -301,6 +311,7 @@ impl Disk {
             device,
             fstype,
             read_only,
+            disk: self.device.clone(),
         })
     }
 }
@@ -322,7 +333,9 @@ impl Mount {
     }
 
     /// Unmounts, then flushes the block device so that everything is in
-    /// the image file (virtio FLUSH → fdatasync).
+    /// the image file (virtio FLUSH → fdatasync). A read-write mount during which the image
+    /// failed requests ends in [`MountError::FailedIo`]; on a read-only one failed reads lose
+    /// nothing and are only logged.
     pub fn unmount(self) -> Result<(), MountError> {
         let target = self.path.to_string_lossy().into_owned();
         let mut attempts = 0;
@@ -340,7 +353,16 @@ impl Mount {
         let dev = sys::openat(CWD, &self.device, b::O_RDONLY as i32, 0)
             .map_err(kernel_err("open", &target))?;
         sys::fsync(&dev).map_err(kernel_err("flush", &target))?;
-        Ok(())
+        match self.disk.failed_requests() {
+            (0, 0) => Ok(()),
+            (reads, writes) if self.read_only => {
+                tracing::warn!(
+                    "{reads} reads and {writes} writes on the image failed while it was mounted"
+                );
+                Ok(())
+            }
+            (reads, writes) => Err(MountError::FailedIo { reads, writes }),
+        }
     }
 }
 

@@ -329,7 +329,6 @@ fn serial_for(path: &Path) -> [u8; VIRTIO_BLK_ID_BYTES] {
     serial
 }
 
-/// Requests between `QueueNotify` and their used-ring entry.
 /// Requests the image failed (host I/O errors, ranges beyond a truncated image...).
 #[derive(Default)]
 struct Failures {
@@ -347,6 +346,7 @@ impl Failures {
     }
 }
 
+/// Requests between `QueueNotify` and their used-ring entry.
 #[derive(Default)]
 struct Inflight {
     count: Mutex<usize>,
