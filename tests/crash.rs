@@ -18,11 +18,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{mpsc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::images::{self, cmd, run, Fs, HostMount};
@@ -116,15 +115,7 @@ fn crash(fs: Fs, image: &Path, dir: &Path) -> Result<Vec<Synced>, String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("spawn the writer: {e}"))?;
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = images::line_channel(child.stdout.take().expect("piped"));
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut synced = Vec::new();
     let mut output = Vec::new();

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -76,15 +76,7 @@ impl Holder {
             .spawn()
             .expect("start the holder");
         let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = images::line_channel(child.stdout.take().expect("piped stdout"));
         let holder = Holder {
             child,
             stdin,
@@ -199,15 +191,7 @@ fn kernel_panic_removes_the_mount() {
             .process_group(0)
             .spawn()
             .expect("spawn the child daemon");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = images::line_channel(child.stdout.take().expect("piped"));
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut output = Vec::new();
         loop {

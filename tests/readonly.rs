@@ -17,12 +17,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{mpsc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::images::{self, Fingerprint, Fs};
@@ -326,15 +325,7 @@ fn make_dirty(fs: Fs, image: &Path, dir: &Path) -> Result<(), String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("spawn child: {e}"))?;
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = images::line_channel(child.stdout.take().expect("piped"));
     let mut seen = Vec::new();
     let ready = loop {
         match rx.recv_timeout(Duration::from_secs(60)) {

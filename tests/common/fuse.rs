@@ -1134,17 +1134,7 @@ impl Spawned {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run `{what}`: {e}"));
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = images::line_channel(child.stdout.take().expect("piped"));
         let stderr = Some(read_in_thread(child.stderr.take().expect("piped")));
         Spawned {
             child,

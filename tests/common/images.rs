@@ -2132,6 +2132,21 @@ pub fn child_command(test: &str, role: &str) -> Command {
     c
 }
 
+/// The lines a child writes to `out`, read on a thread of their own so that the caller can
+/// wait for them with a timeout (a child that hangs must fail the test, not stall it).
+pub fn line_channel(out: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// Prints a line for the parent (flushed at once: the child may be killed).
 pub fn tell_parent(msg: &str) {
     let mut out = io::stdout().lock();
