@@ -16,6 +16,7 @@ packages=(
   systemd udev man-db groff-base shellcheck
   libglib2.0-bin               # `gio`: the desktop file-manager test (integration_gio)
   python3 util-linux passwd    # test scripts (renameat2, mmap), setpriv, useradd
+  time                         # /usr/bin/time: max RSS of the tools in tests
 )
 
 sudo=""

@@ -38,10 +38,13 @@ pub fn run_tool_measured(
     limit: Duration,
     measure: bool,
 ) -> Outcome {
+    // One name per call: tests run on parallel threads of one process, and a shared name
+    // let one run delete another's report before it was read.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let rss_file = std::env::temp_dir().join(format!(
         "lklfuse-rss-{}-{}",
         std::process::id(),
-        Instant::now().elapsed().as_nanos()
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let mut cmd = if measure {
         let mut c = Command::new("/usr/bin/time");
@@ -88,7 +91,9 @@ pub fn run_tool_measured(
         .then(|| fs::read_to_string(&rss_file).ok())
         .flatten()
         .and_then(|s| s.lines().last().and_then(|l| l.trim().parse().ok()));
-    let _ = fs::remove_file(&rss_file);
+    if measure {
+        let _ = fs::remove_file(&rss_file);
+    }
     Outcome {
         code: status.code().unwrap_or(-1),
         stdout,
