@@ -54,7 +54,10 @@ f = os.open(sys.argv[1], os.O_RDONLY)
 print("ready", flush=True)
 sys.stdin.readline()
 try:
+    # The read may be served from the host's page cache (kept across opens), which is
+    # right; fsync always needs the daemon.
     os.pread(f, 4096, 0)
+    os.fsync(f)
     print("ok", flush=True)
 except OSError as e:
     print(errno.errorcode.get(e.errno, str(e.errno)), flush=True)
@@ -94,7 +97,7 @@ impl Holder {
         self.lines.recv_timeout(Duration::from_secs(20)).ok()
     }
 
-    /// Reads again; what it got.
+    /// Reads again and syncs; what it got.
     fn read_again(mut self) -> String {
         self.stdin.write_all(b"go\n").expect("tell the holder");
         let outcome = self

@@ -277,7 +277,10 @@ fn mount(config: &Config) -> Result<Mounted, Error> {
     let fs = KernelFs::new(mount.path(), read_only)
         .map_err(|e| Error::Kernel(format!("serving the mount: {e}")))?
         .shared_with_other_users(config.fuse.allow_other)
-        .host_honours_setuid(!config.fuse.nosuid);
+        .host_honours_setuid(!config.fuse.nosuid)
+        .names_stable(mount.names_stable())
+        .acts_on_close(mount.acts_on_close())
+        .writeback_cache(config.writeback_cache);
     let stats = fs.stats_probe();
 
     let mut fuse = config.fuse.clone();

@@ -122,6 +122,9 @@ pub struct Config {
     /// `watchdog=SECS`: kernel code running this long without yielding is a lockup that ends
     /// the daemon (see `lkl::watchdog`); 0 turns the watchdog off.
     pub watchdog_secs: u32,
+    /// `writeback_cache` / `no_writeback_cache` (default): whether the host may cache writes
+    /// and send them in large batches (see `KernelFs::writeback_cache`).
+    pub writeback_cache: bool,
     /// `-f` or `-d`: stay in the foreground.
     pub foreground: bool,
     /// `-d` (or `-o debug`): debug logging; implies `foreground`.
@@ -412,6 +415,12 @@ const OPTION_HELP: &[(&str, &str)] = &[
          yielding, a lockup (default 60; 0: off)",
     ),
     (
+        "writeback_cache, no_writeback_cache",
+        "let the host cache writes and send them in batches: much faster small writes, but \
+         a full disk or a too large file is reported by fsync and close, no longer by \
+         write (default: no_writeback_cache)",
+    ),
+    (
         "nosuid, suid",
         "ignore / honour set-user-id bits (host mount default: nosuid)",
     ),
@@ -675,6 +684,7 @@ struct OptionParser {
     fuse: FuseOptions,
     threads: usize,
     watchdog_secs: u32,
+    writeback_cache: bool,
     debug: bool,
 }
 
@@ -692,6 +702,7 @@ impl OptionParser {
             fuse: FuseOptions::new(image.to_string_lossy().into_owned()),
             threads: DEFAULT_THREADS,
             watchdog_secs: DEFAULT_WATCHDOG_SECS,
+            writeback_cache: false,
             debug: false,
         }
     }
@@ -787,6 +798,9 @@ impl OptionParser {
             "default_permissions" => fuse.default_permissions = true,
             "auto_unmount" => fuse.auto_unmount = true,
             "debug" => self.debug = true,
+            "writeback_cache" | "no_writeback_cache" => {
+                self.writeback_cache = name == "writeback_cache"
+            }
             _ => return IGNORED_OPTIONS.contains(&name) || IGNORED_LIBFUSE_FLAGS.contains(&name),
         }
         true
@@ -887,6 +901,7 @@ impl OptionParser {
             fuse: self.fuse,
             threads: self.threads,
             watchdog_secs: self.watchdog_secs,
+            writeback_cache: self.writeback_cache,
             foreground: self.debug,
             debug: self.debug,
         })
@@ -972,6 +987,7 @@ mod tests {
         assert_eq!(config.log_file, None);
         assert_eq!(config.threads, DEFAULT_THREADS);
         assert_eq!(config.watchdog_secs, DEFAULT_WATCHDOG_SECS);
+        assert!(!config.writeback_cache);
         assert!(!config.foreground);
         assert!(!config.debug);
         assert_eq!(config.fuse.fsname, "disk.img");
@@ -1129,6 +1145,17 @@ mod tests {
         assert_eq!(
             run(&["lklfuse", "img", "mnt", "-o", "watchdog=0"]).watchdog_secs,
             0
+        );
+        assert!(run(&["lklfuse", "img", "mnt", "-o", "writeback_cache"]).writeback_cache);
+        assert!(
+            !run(&[
+                "lklfuse",
+                "img",
+                "mnt",
+                "-o",
+                "writeback_cache,no_writeback_cache"
+            ])
+            .writeback_cache
         );
         assert_eq!(
             usage_error(&["lklfuse", "img", "mnt", "-o", "type="]),

@@ -40,9 +40,15 @@ use crate::lkl::{bindings as b, sys, Errno, KernelFd, CWD};
 use creds::{Caller, GroupCache};
 use inode::{stat_fd, Inode, InodeTable};
 
-/// How long the host may cache names and attributes. The host's FUSE mount is the only way
-/// into the image while it is mounted, so nothing changes behind the host's back.
+/// How long the host may cache names and attributes where a name can have aliases the host
+/// does not know about: on filesystems that fold case, "README" and "readme" are one file,
+/// so removing one leaves the other cached while gone (see [`KernelFs::names_stable`]).
 const TTL: Duration = Duration::from_secs(1);
+
+/// How long the host may cache names (also names known not to exist) and attributes where
+/// every name is its own: the host's FUSE mount is the only way into the image while it is
+/// mounted, and the host updates or drops what it cached for each change made through it.
+const STABLE_TTL: Duration = Duration::from_secs(60);
 
 /// Largest read or write request negotiated with the host.
 pub const MAX_IO: u32 = 1 << 20;
@@ -67,6 +73,14 @@ pub struct KernelFs {
     shared: bool,
     /// The host mount is `suid`: set-user-id bits take effect there (see `init`).
     host_honours_setuid: bool,
+    /// Names and attributes may be cached for [`STABLE_TTL`] instead of [`TTL`].
+    names_stable: bool,
+    /// Offer the host's writeback cache (see [`KernelFs::writeback_cache`]).
+    offer_writeback: bool,
+    /// The host took the offer: it caches writes and may read files opened write-only.
+    writeback: bool,
+    /// The filesystem does something when a descriptor is closed (see `flush`).
+    acts_on_close: bool,
 }
 
 /// What the daemon holds for the host right now: these must fall back when the host forgets.
@@ -172,6 +186,33 @@ fn attr(id: u64, st: &Statx) -> FileAttr {
     }
 }
 
+/// Attributes that carry no information: for the `.`/`..` entries of READDIRPLUS and for
+/// node 0 ("no such name").
+fn placeholder_attr(ino: u64, kind: FileType) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
+/// The entry reply for a name that does not exist.
+fn no_such_name() -> FileAttr {
+    placeholder_attr(0, FileType::RegularFile)
+}
+
 fn set_time(t: Option<TimeOrNow>) -> SetTime {
     match t {
         None => SetTime::Omit,
@@ -195,6 +236,10 @@ impl KernelFs {
             read_only,
             shared: false,
             host_honours_setuid: true,
+            names_stable: false,
+            offer_writeback: false,
+            writeback: false,
+            acts_on_close: true,
         })
     }
 
@@ -213,6 +258,47 @@ impl KernelFs {
         self
     }
 
+    /// Tells the filesystem that every name in it is the only way to reach its file under
+    /// that spelling: no case folding, or nothing can change (read-only). Names, names known
+    /// not to exist, and attributes are then cached by the host for [`STABLE_TTL`].
+    pub fn names_stable(mut self, stable: bool) -> KernelFs {
+        self.names_stable = stable;
+        self
+    }
+
+    /// Offers the host its writeback cache: writes land in the host's page cache and reach
+    /// the kernel here in large batches, on fsync, close, memory pressure or unmount, which
+    /// is what makes small writes fast. fsync(2) and close(2) still return only after the
+    /// data reached the kernel (and fsync, the image). The price, and why it is not the
+    /// default: errors the kernel here finds when the data arrives (no space, a file too
+    /// large for the filesystem) reach the caller at fsync or close, not at write(2).
+    ///
+    /// The host then also reads pages of files opened write-only, so those are opened
+    /// read-write here when the caller may read them too; a file the caller may only write
+    /// bypasses the host's cache.
+    pub fn writeback_cache(mut self, offer: bool) -> KernelFs {
+        self.offer_writeback = offer && !self.read_only;
+        self
+    }
+
+    /// Tells the filesystem whether the mounted filesystem type has work to do when a
+    /// descriptor is closed (a `flush` file operation: of the types served here only f2fs,
+    /// which aborts unfinished atomic writes). If not, the host is told once not to send
+    /// FLUSH at all, which saves a request on every close(2).
+    pub fn acts_on_close(mut self, acts: bool) -> KernelFs {
+        self.acts_on_close = acts;
+        self
+    }
+
+    /// How long the host may cache attributes, and names in directories everyone may search.
+    fn cache_ttl(&self) -> Duration {
+        if self.names_stable {
+            STABLE_TTL
+        } else {
+            TTL
+        }
+    }
+
     /// How long the host may cache a name found in directory `parent`.
     ///
     /// Without `default_permissions` the host checks no permissions itself: the kernel here
@@ -223,14 +309,14 @@ impl KernelFs {
     /// in directories everyone may search are.
     fn entry_ttl(&self, parent: INodeNo) -> Duration {
         if !self.shared {
-            return TTL;
+            return self.cache_ttl();
         }
         let searchable_by_all = self
             .node_fd(parent)
             .and_then(|(_, fd)| stat_fd(&fd))
             .is_ok_and(|st| u32::from(st.mode) & 0o001 != 0);
         if searchable_by_all {
-            TTL
+            self.cache_ttl()
         } else {
             Duration::ZERO
         }
@@ -337,6 +423,7 @@ impl KernelFs {
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
         fh: Option<fuser::FileHandle>,
     ) -> Result<FileAttr, Errno> {
         let (node, fd) = self.node_fd(ino)?;
@@ -363,17 +450,60 @@ impl KernelFs {
             }
         }
         if atime.is_some() || mtime.is_some() {
-            let times = abi::utimens_to_kernel(set_time(atime), set_time(mtime));
-            sys::utimensat(&*fd, Some(c""), Some(&times), empty | nofollow)?;
+            let set = |atime, mtime| {
+                let times = abi::utimens_to_kernel(set_time(atime), set_time(mtime));
+                sys::utimensat(&*fd, Some(c""), Some(&times), empty | nofollow)
+            };
+            match set(atime, mtime) {
+                // Under the writeback cache the host keeps modification times itself and
+                // turns "now" into the time it read, equal to the change time it sends. An
+                // explicit time needs ownership, "now" only write access: a caller who may
+                // write but does not own the file must get what "now" gives.
+                Err(Errno::EPERM) if self.writeback && ctime.is_some() => {
+                    let now_if_ctime = |t: Option<TimeOrNow>| match t {
+                        Some(TimeOrNow::SpecificTime(t)) if Some(t) == ctime => {
+                            Some(TimeOrNow::Now)
+                        }
+                        other => other,
+                    };
+                    if now_if_ctime(mtime) != mtime {
+                        set(now_if_ctime(atime), now_if_ctime(mtime))?;
+                    } else {
+                        return Err(Errno::EPERM);
+                    }
+                }
+                result => result?,
+            }
         }
         self.stat_node(&node, &fd)
     }
 
     fn do_open(&self, ino: INodeNo, flags: i32) -> Result<(fuser::FileHandle, FopenFlags), Errno> {
         let (_, fd) = self.node_fd(ino)?;
-        let (flags, fopen) = open_flags(flags);
-        let file = sys::openat(CWD, &proc_path(&fd), flags, 0)?;
+        let path = proc_path(&fd);
+        let (file, fopen) = self.open_for_host(flags, |flags| sys::openat(CWD, &path, flags, 0))?;
         Ok((self.add_file(file), fopen))
+    }
+
+    /// Opens with the host's `flags` through `open`. Under the writeback cache a write-only
+    /// open is first tried read-write (the host reads around partial page writes); if the
+    /// caller may not read the file, it is opened write-only and the host is told not to
+    /// cache it (`FOPEN_DIRECT_IO`), so that it never needs to read it.
+    fn open_for_host(
+        &self,
+        flags: i32,
+        open: impl Fn(i32) -> Result<KernelFd, Errno>,
+    ) -> Result<(KernelFd, FopenFlags), Errno> {
+        let (widened, fopen) = open_flags(flags, self.writeback, true);
+        match open(widened) {
+            Err(Errno::EACCES) if self.writeback && flags & libc::O_ACCMODE == libc::O_WRONLY => {
+                let (exact, mut fopen) = open_flags(flags, self.writeback, false);
+                fopen.remove(FopenFlags::FOPEN_KEEP_CACHE);
+                fopen.insert(FopenFlags::FOPEN_DIRECT_IO);
+                Ok((open(exact)?, fopen))
+            }
+            result => Ok((result?, fopen)),
+        }
     }
 
     fn do_create(
@@ -385,8 +515,9 @@ impl KernelFs {
     ) -> Result<(FileAttr, Generation, fuser::FileHandle, FopenFlags), Errno> {
         let (pnode, dir) = self.node_fd(parent)?;
         let name = cname(name)?;
-        let (flags, fopen) = open_flags(flags);
-        let file = sys::openat(&*dir, &name, flags | b::O_CREAT as i32, mode)?;
+        let (file, fopen) = self.open_for_host(flags, |flags| {
+            sys::openat(&*dir, &name, flags | b::O_CREAT as i32, mode)
+        })?;
         let found = self.inodes.lookup(&pnode, &name)?;
         Ok((
             attr(found.inode.id, &found.stat),
@@ -493,12 +624,28 @@ struct XattrTarget {
 /// flags to answer with. `O_DIRECT` cannot be honoured by a kernel without an MMU (it cannot
 /// pin host pages), so it is dropped here and the host is told to bypass its own page cache
 /// for the file instead, which is what the caller wanted.
-fn open_flags(host: i32) -> (i32, FopenFlags) {
+///
+/// Pages the host cached stay valid from one open to the next (`FOPEN_KEEP_CACHE`): every
+/// change to a file's data goes through the host, which updates or drops its pages itself.
+///
+/// With the writeback cache the host decides where appended data goes (it knows the size),
+/// so `O_APPEND` here would move its writes; and it reads whole pages around partial writes,
+/// so write-only opens are widened to read-write when `widen_write_only` (see
+/// [`KernelFs::open_for_host`]).
+fn open_flags(host: i32, writeback: bool, widen_write_only: bool) -> (i32, FopenFlags) {
     let mut fopen = FopenFlags::empty();
     let mut host = host;
     if host & libc::O_DIRECT != 0 {
         host &= !libc::O_DIRECT;
         fopen |= FopenFlags::FOPEN_DIRECT_IO;
+    } else {
+        fopen |= FopenFlags::FOPEN_KEEP_CACHE;
+    }
+    if writeback {
+        host &= !libc::O_APPEND;
+        if widen_write_only && host & libc::O_ACCMODE == libc::O_WRONLY {
+            host = (host & !libc::O_ACCMODE) | libc::O_RDWR;
+        }
     }
     host &= !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW);
     (abi::open_flags_to_kernel(host) | b::O_CLOEXEC as i32, fopen)
@@ -544,8 +691,14 @@ impl Filesystem for KernelFs {
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_MAX_PAGES;
+        let wanted = if self.offer_writeback {
+            wanted | InitFlags::FUSE_WRITEBACK_CACHE
+        } else {
+            wanted
+        };
         let supported = config.capabilities() & wanted;
         let _ = config.add_capabilities(supported);
+        self.writeback = supported.contains(InitFlags::FUSE_WRITEBACK_CACHE);
         let _ = config.set_max_write(MAX_IO);
         let _ = config.set_max_readahead(MAX_IO);
         Ok(())
@@ -557,8 +710,16 @@ impl Filesystem for KernelFs {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         try_reply!(reply, self.caller(req));
-        let (attr, generation) = try_reply!(reply, self.lookup_entry(parent, name));
-        reply.entry(&self.entry_ttl(parent), &attr, generation);
+        match self.lookup_entry(parent, name) {
+            Ok((attr, generation)) => reply.entry(&self.entry_ttl(parent), &attr, generation),
+            // Node 0 is FUSE's "no such name", which the host caches like a found name and
+            // drops when it creates that name itself. Not where names alias (case folding):
+            // creating "a" there does not drop a cached miss of "A".
+            Err(Errno::ENOENT) if self.names_stable => {
+                reply.entry(&self.entry_ttl(parent), &no_such_name(), Generation(0))
+            }
+            Err(e) => reply.error(ferr(e)),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -583,7 +744,7 @@ impl Filesystem for KernelFs {
             self.stat_node(&node, &fd)
         })();
         let attr = try_reply!(reply, result);
-        reply.attr(&TTL, &attr);
+        reply.attr(&self.cache_ttl(), &attr);
     }
 
     fn setattr(
@@ -596,7 +757,7 @@ impl Filesystem for KernelFs {
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
+        ctime: Option<SystemTime>,
         fh: Option<fuser::FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
@@ -607,9 +768,9 @@ impl Filesystem for KernelFs {
         try_reply!(reply, self.caller(req));
         let attr = try_reply!(
             reply,
-            self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh)
+            self.do_setattr(ino, mode, uid, gid, size, atime, mtime, ctime, fh)
         );
-        reply.attr(&TTL, &attr);
+        reply.attr(&self.cache_ttl(), &attr);
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -780,6 +941,11 @@ impl Filesystem for KernelFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        if !self.acts_on_close {
+            // ENOSYS: the host stops sending FLUSH. Write errors still reach close(2): the
+            // host checks its own writeback before it would have sent the request.
+            return reply.error(fuser::Errno::ENOSYS);
+        }
         try_reply!(reply, self.caller(req));
         // close(2) of a duplicate reports what the filesystem's ->flush says (deferred
         // write errors) without closing the file the host still uses.
@@ -864,23 +1030,7 @@ impl Filesystem for KernelFs {
             let name = OsStr::from_bytes(name_bytes);
             if name_bytes == b"." || name_bytes == b".." {
                 // The host never links these; a lookup would leak a reference.
-                let attr = FileAttr {
-                    ino: INodeNo(e.ino),
-                    size: 0,
-                    blocks: 0,
-                    atime: SystemTime::UNIX_EPOCH,
-                    mtime: SystemTime::UNIX_EPOCH,
-                    ctime: SystemTime::UNIX_EPOCH,
-                    crtime: SystemTime::UNIX_EPOCH,
-                    kind: FileType::Directory,
-                    perm: 0,
-                    nlink: 0,
-                    uid: 0,
-                    gid: 0,
-                    rdev: 0,
-                    blksize: 0,
-                    flags: 0,
-                };
+                let attr = placeholder_attr(e.ino, FileType::Directory);
                 return Ok(reply.add(
                     INodeNo(e.ino),
                     e.off as u64,

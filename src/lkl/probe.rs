@@ -124,6 +124,30 @@ pub fn btrfs_has_log_tree(dev: &[u8]) -> bool {
         .is_some_and(|log_root| log_root != 0)
 }
 
+/// Whether two spellings of a name can reach the same file on a writable `fstype`: case
+/// folding (FAT, exFAT, HFS+, NTFS, ext4 and f2fs with the casefold feature, XFS with
+/// ASCII-CI). For a type not known here the answer is yes, the safe one: it only makes the
+/// host cache names for a shorter time.
+pub fn names_fold_case(fstype: &str, dev: &[u8]) -> bool {
+    match fstype {
+        "ext2" | "ext3" | "ext4" => {
+            const INCOMPAT_CASEFOLD: u32 = 0x2_0000;
+            dev.get(1024 + 0x60..1024 + 0x64)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .is_none_or(|incompat| incompat & INCOMPAT_CASEFOLD != 0)
+        }
+        "xfs" => {
+            // sb_versionnum (big-endian, 100 bytes in); the "borg" bit is ASCII-CI names.
+            const VERSION_BORGBIT: u16 = 0x4000;
+            dev.get(100..102)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                .is_none_or(|version| version & VERSION_BORGBIT != 0)
+        }
+        "btrfs" => false,
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +219,26 @@ mod tests {
         assert!(ext_needs_recovery(&dev));
         put(&mut dev, 1024 + 0x60, &(0x2u32 | 0x40).to_le_bytes());
         assert_eq!(detect(&dev), Some("ext4"), "extents make it ext4");
+    }
+
+    #[test]
+    fn case_folding() {
+        let mut dev = blank();
+        put(&mut dev, 1080, &0xEF53u16.to_le_bytes());
+        assert!(!names_fold_case("ext4", &dev));
+        put(&mut dev, 1024 + 0x60, &(0x2_0000u32 | 0x40).to_le_bytes());
+        assert!(names_fold_case("ext4", &dev), "casefold feature");
+        let mut dev = blank();
+        put(&mut dev, 0, b"XFSB");
+        put(&mut dev, 100, &0xb4a5u16.to_be_bytes());
+        assert!(!names_fold_case("xfs", &dev));
+        put(&mut dev, 100, &0xf4a5u16.to_be_bytes());
+        assert!(names_fold_case("xfs", &dev), "ASCII-CI");
+        assert!(!names_fold_case("btrfs", &blank()));
+        for fstype in ["vfat", "exfat", "hfsplus", "ntfs3", "f2fs", "udf"] {
+            assert!(names_fold_case(fstype, &blank()), "{fstype}");
+        }
+        assert!(names_fold_case("ext4", &[]), "short device: assume folding");
     }
 
     #[test]

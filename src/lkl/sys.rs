@@ -907,6 +907,16 @@ pub fn ioctl_blkroset(fd: impl AsKernelFd, read_only: bool) -> Result<(), Errno>
     to_unit(unsafe { syscall6(nr(b::__NR_ioctl), args) })
 }
 
+/// `BLKRASET`: the block device's read-ahead window, in 512-byte sectors.
+pub fn ioctl_blkraset(fd: impl AsKernelFd, sectors: u64) -> Result<(), Errno> {
+    /// `_IO(0x12, 98)` from `include/uapi/linux/fs.h`.
+    const BLKRASET: i64 = 0x1262;
+    let sectors = i64::try_from(sectors).map_err(|_| Errno::EINVAL)?;
+    let args = [fdarg(&fd), BLKRASET, sectors, 0, 0, 0];
+    // SAFETY: BLKRASET takes its argument by value; no memory is passed.
+    to_unit(unsafe { syscall6(nr(b::__NR_ioctl), args) })
+}
+
 /// `O_DIRECT` makes the kernel pin the caller's pages (`get_user_pages`),
 /// which a no-MMU library kernel cannot do for host memory: it would fault
 /// inside the kernel and take the process down. Refuse it up front.
