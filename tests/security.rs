@@ -700,6 +700,11 @@ fn setuid_and_devices_inert_unless_root_asks() {
                 assert_eq!(v.euid, B.to_string(), "suid program as {B}");
                 assert_eq!(v.egid, B.to_string(), "sgid program as {B}");
                 assert_eq!(v.devices, ["EACCES", "EACCES"], "devices as {B}");
+                let log = d.log_text();
+                assert!(
+                    log.contains("option suid,dev needs root"),
+                    "no warning that suid,dev were not honoured:\n{log}"
+                );
                 d.stop();
             }
             Err(e) => {

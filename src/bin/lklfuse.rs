@@ -241,6 +241,19 @@ struct Mounted {
 }
 
 fn mount(config: &Config) -> Result<Mounted, Error> {
+    if !daemon::privileges::is_root() {
+        // fusermount3 mounts nosuid,nodev for every user but root, whatever was asked.
+        let ignored: Vec<&str> = [(!config.fuse.nosuid, "suid"), (!config.fuse.nodev, "dev")]
+            .into_iter()
+            .filter_map(|(asked, name)| asked.then_some(name))
+            .collect();
+        if !ignored.is_empty() {
+            tracing::warn!(
+                "option {} needs root: fusermount3 mounts nosuid,nodev for other users",
+                ignored.join(",")
+            );
+        }
+    }
     let lock = config
         .lock_file
         .as_deref()

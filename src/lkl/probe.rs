@@ -125,7 +125,7 @@ pub fn btrfs_has_log_tree(dev: &[u8]) -> bool {
 }
 
 /// Whether two spellings of a name can reach the same file on a writable `fstype`: case
-/// folding (FAT, exFAT, HFS+, NTFS, ext4 and f2fs with the casefold feature, XFS with
+/// folding (FAT, exFAT, HFS+, NTFS, UDF; ext4 and f2fs with the casefold feature, XFS with
 /// ASCII-CI). For a type not known here the answer is yes, the safe one: it only makes the
 /// host cache names for a shorter time.
 pub fn names_fold_case(fstype: &str, dev: &[u8]) -> bool {
@@ -142,6 +142,13 @@ pub fn names_fold_case(fstype: &str, dev: &[u8]) -> bool {
             dev.get(100..102)
                 .map(|b| u16::from_be_bytes([b[0], b[1]]))
                 .is_none_or(|version| version & VERSION_BORGBIT != 0)
+        }
+        "f2fs" => {
+            // `feature` (little-endian) sits 2180 bytes into the superblock at 1 KiB.
+            const FEATURE_CASEFOLD: u32 = 0x1000;
+            dev.get(1024 + 2180..1024 + 2184)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .is_none_or(|feature| feature & FEATURE_CASEFOLD != 0)
         }
         "btrfs" => false,
         _ => true,
@@ -235,7 +242,13 @@ mod tests {
         put(&mut dev, 100, &0xf4a5u16.to_be_bytes());
         assert!(names_fold_case("xfs", &dev), "ASCII-CI");
         assert!(!names_fold_case("btrfs", &blank()));
-        for fstype in ["vfat", "exfat", "hfsplus", "ntfs3", "f2fs", "udf"] {
+        let mut dev = blank();
+        put(&mut dev, 1024, &0xF2F5_2010u32.to_le_bytes());
+        put(&mut dev, 1024 + 2180, &0x0008u32.to_le_bytes());
+        assert!(!names_fold_case("f2fs", &dev));
+        put(&mut dev, 1024 + 2180, &0x1008u32.to_le_bytes());
+        assert!(names_fold_case("f2fs", &dev), "casefold feature");
+        for fstype in ["vfat", "exfat", "hfsplus", "ntfs3", "udf"] {
             assert!(names_fold_case(fstype, &blank()), "{fstype}");
         }
         assert!(names_fold_case("ext4", &[]), "short device: assume folding");
