@@ -1328,3 +1328,55 @@ impl std::fmt::Debug for KernelFs {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accmode(kernel_flags: i32) -> i32 {
+        kernel_flags & b::O_ACCMODE as i32
+    }
+
+    #[test]
+    fn host_pages_are_kept_unless_direct() {
+        let (_, fopen) = open_flags(libc::O_RDONLY, false, true);
+        assert_eq!(fopen, FopenFlags::FOPEN_KEEP_CACHE);
+        let (flags, fopen) = open_flags(libc::O_RDONLY | libc::O_DIRECT, false, true);
+        assert_eq!(fopen, FopenFlags::FOPEN_DIRECT_IO);
+        assert_eq!(flags & b::O_DIRECT as i32, 0, "O_DIRECT is never passed on");
+    }
+
+    #[test]
+    fn writeback_widens_write_only_and_drops_append() {
+        let wronly_append = libc::O_WRONLY | libc::O_APPEND;
+        let (flags, _) = open_flags(wronly_append, false, true);
+        assert_eq!(accmode(flags), b::O_WRONLY as i32, "no writeback: as asked");
+        assert_ne!(flags & b::O_APPEND as i32, 0);
+
+        let (flags, _) = open_flags(wronly_append, true, true);
+        assert_eq!(
+            accmode(flags),
+            b::O_RDWR as i32,
+            "the host reads around partial pages"
+        );
+        assert_eq!(
+            flags & b::O_APPEND as i32,
+            0,
+            "the host positions appends itself"
+        );
+
+        let (flags, _) = open_flags(wronly_append, true, false);
+        assert_eq!(
+            accmode(flags),
+            b::O_WRONLY as i32,
+            "the fallback keeps write-only"
+        );
+
+        let (flags, _) = open_flags(libc::O_RDONLY, true, true);
+        assert_eq!(
+            accmode(flags),
+            b::O_RDONLY as i32,
+            "read-only opens stay so"
+        );
+    }
+}
