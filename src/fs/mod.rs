@@ -454,23 +454,17 @@ impl KernelFs {
                 let times = abi::utimens_to_kernel(set_time(atime), set_time(mtime));
                 sys::utimensat(&*fd, Some(c""), Some(&times), empty | nofollow)
             };
+            // Under the writeback cache the host keeps modification times itself and turns
+            // "now" into the time it read, equal to the change time it sends. An explicit
+            // time needs ownership, "now" only write access: a caller who may write but does
+            // not own the file must get what "now" gives.
+            let now_if_ctime = |t: Option<TimeOrNow>| match t {
+                Some(TimeOrNow::SpecificTime(t)) if Some(t) == ctime => Some(TimeOrNow::Now),
+                other => other,
+            };
             match set(atime, mtime) {
-                // Under the writeback cache the host keeps modification times itself and
-                // turns "now" into the time it read, equal to the change time it sends. An
-                // explicit time needs ownership, "now" only write access: a caller who may
-                // write but does not own the file must get what "now" gives.
-                Err(Errno::EPERM) if self.writeback && ctime.is_some() => {
-                    let now_if_ctime = |t: Option<TimeOrNow>| match t {
-                        Some(TimeOrNow::SpecificTime(t)) if Some(t) == ctime => {
-                            Some(TimeOrNow::Now)
-                        }
-                        other => other,
-                    };
-                    if now_if_ctime(mtime) != mtime {
-                        set(now_if_ctime(atime), now_if_ctime(mtime))?;
-                    } else {
-                        return Err(Errno::EPERM);
-                    }
+                Err(Errno::EPERM) if self.writeback && now_if_ctime(mtime) != mtime => {
+                    set(now_if_ctime(atime), now_if_ctime(mtime))?
                 }
                 result => result?,
             }
@@ -676,8 +670,8 @@ impl Filesystem for KernelFs {
         // write, truncate and chown is left to us, and the kernel here does it anyway (every
         // write is a real write(2) as the caller). Without it the host asks for
         // security.capability before every single write. The price: the host keeps showing
-        // the cleared bits until its attributes expire (TTL), so it is taken only when the
-        // host ignores set-user-id bits anyway (nosuid, the default).
+        // the cleared bits until it refreshes its cached attributes, so it is taken only
+        // when the host ignores set-user-id bits anyway (nosuid, the default).
         let killpriv = if self.host_honours_setuid {
             InitFlags::empty()
         } else {

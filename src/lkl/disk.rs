@@ -262,11 +262,11 @@ impl Disk {
         };
 
         let read_only = opts.read_only || self.read_only;
+        prepare_block_device(&device, read_only)?;
         let mut flags = opts.flags;
         let mut data = opts.data.clone();
         if read_only {
             flags |= u64::from(b::MS_RDONLY);
-            set_block_device_read_only(&device)?;
             if matches!(fstype, "ext3" | "ext4") && probe::ext_needs_recovery(&superblocks) {
                 tracing::warn!(
                     "{}: the journal needs recovery; mounting read-only without replaying it \
@@ -285,7 +285,6 @@ impl Disk {
             }
         }
 
-        set_read_ahead(&device)?;
         let path = cstring(&format!("/mnt/{}", device_name.trim_start_matches("/dev/")));
         mkdir_p(c"/mnt")?;
         mkdir_p(&path)?;
@@ -516,23 +515,20 @@ fn read_superblocks(device: &CStr) -> Result<Vec<u8>, MountError> {
     Ok(buf)
 }
 
-/// `BLKROSET`: the block device refuses writes from now on.
-fn set_block_device_read_only(device: &CStr) -> Result<(), MountError> {
-    let name = device.to_string_lossy();
-    let fd = sys::openat(CWD, device, b::O_RDONLY as i32, 0).map_err(kernel_err("open", &name))?;
-    sys::ioctl_blkroset(&fd, true).map_err(kernel_err("set read-only", &name))
-}
-
 /// Read-ahead window of the disk, in bytes. Each block request crosses to a host thread and
 /// back, so fewer, larger ones read faster: the kernel's default (128 KiB) made a sequential
 /// read wait for a request every 128 KiB.
 const READ_AHEAD_BYTES: u64 = 1 << 20;
 
-/// `BLKRASET`: read ahead [`READ_AHEAD_BYTES`] on the device, before a filesystem (and its
-/// files' read-ahead state) is set up on it.
-fn set_read_ahead(device: &CStr) -> Result<(), MountError> {
+/// Sets the block device up before a filesystem (and its files' read-ahead state) is set
+/// up on it: `BLKRASET` to read ahead [`READ_AHEAD_BYTES`], and for a read-only mount
+/// `BLKROSET`, after which the device refuses writes.
+fn prepare_block_device(device: &CStr, read_only: bool) -> Result<(), MountError> {
     let name = device.to_string_lossy();
     let fd = sys::openat(CWD, device, b::O_RDONLY as i32, 0).map_err(kernel_err("open", &name))?;
+    if read_only {
+        sys::ioctl_blkroset(&fd, true).map_err(kernel_err("set read-only", &name))?;
+    }
     sys::ioctl_blkraset(&fd, READ_AHEAD_BYTES / 512).map_err(kernel_err("set read-ahead", &name))
 }
 

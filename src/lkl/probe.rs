@@ -26,18 +26,18 @@
 /// How many bytes of the device [`detect`] needs to see.
 pub const PROBE_LEN: usize = 0x11000;
 
+/// The `N` bytes at `offset`, if the device is that long; read with `u32::from_le_bytes` and
+/// the like.
+fn bytes_at<const N: usize>(dev: &[u8], offset: usize) -> Option<[u8; N]> {
+    dev.get(offset..offset + N)?.try_into().ok()
+}
+
 /// The kernel filesystem name for the superblocks at the start of `dev`
 /// (the first [`PROBE_LEN`] bytes, or fewer for a small device).
 pub fn detect(dev: &[u8]) -> Option<&'static str> {
     let at = |offset: usize, magic: &[u8]| dev.get(offset..offset + magic.len()) == Some(magic);
-    let le16 = |offset: usize| {
-        dev.get(offset..offset + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let le32 = |offset: usize| {
-        dev.get(offset..offset + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
+    let le16 = |offset: usize| bytes_at(dev, offset).map(u16::from_le_bytes);
+    let le32 = |offset: usize| bytes_at(dev, offset).map(u32::from_le_bytes);
 
     if at(0x10040, b"_BHRfS_M") {
         return Some("btrfs");
@@ -87,10 +87,7 @@ pub fn detect(dev: &[u8]) -> Option<&'static str> {
 /// mounts all three with its ext4 driver; the name is what users expect.
 fn ext_flavour(dev: &[u8]) -> &'static str {
     const SB: usize = 1024;
-    let word = |offset: usize| {
-        dev.get(SB + offset..SB + offset + 4)
-            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
+    let word = |offset: usize| bytes_at(dev, SB + offset).map_or(0, u32::from_le_bytes);
     const COMPAT_HAS_JOURNAL: u32 = 0x4;
     // Incompatible features ext3 does not know (filetype 0x2 and
     // recover 0x4 and journal_dev 0x8 are ext3's own).
@@ -111,16 +108,16 @@ fn ext_flavour(dev: &[u8]) -> &'static str {
 /// Whether an ext3/ext4 superblock says its journal needs replaying.
 pub fn ext_needs_recovery(dev: &[u8]) -> bool {
     const INCOMPAT_RECOVER: u32 = 0x4;
-    dev.get(1024 + 0x60..1024 + 0x64)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    bytes_at(dev, 1024 + 0x60)
+        .map(u32::from_le_bytes)
         .is_some_and(|incompat| incompat & INCOMPAT_RECOVER != 0)
 }
 
 /// Whether a btrfs superblock points at a log tree (fsync'ed changes since the last commit)
 /// that a mount would replay. `log_root` sits 0x60 into the superblock at 64 KiB.
 pub fn btrfs_has_log_tree(dev: &[u8]) -> bool {
-    dev.get(0x10060..0x10068)
-        .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+    bytes_at(dev, 0x10060)
+        .map(u64::from_le_bytes)
         .is_some_and(|log_root| log_root != 0)
 }
 
@@ -132,22 +129,22 @@ pub fn names_fold_case(fstype: &str, dev: &[u8]) -> bool {
     match fstype {
         "ext2" | "ext3" | "ext4" => {
             const INCOMPAT_CASEFOLD: u32 = 0x2_0000;
-            dev.get(1024 + 0x60..1024 + 0x64)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            bytes_at(dev, 1024 + 0x60)
+                .map(u32::from_le_bytes)
                 .is_none_or(|incompat| incompat & INCOMPAT_CASEFOLD != 0)
         }
         "xfs" => {
             // sb_versionnum (big-endian, 100 bytes in); the "borg" bit is ASCII-CI names.
             const VERSION_BORGBIT: u16 = 0x4000;
-            dev.get(100..102)
-                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            bytes_at(dev, 100)
+                .map(u16::from_be_bytes)
                 .is_none_or(|version| version & VERSION_BORGBIT != 0)
         }
         "f2fs" => {
             // `feature` (little-endian) sits 2180 bytes into the superblock at 1 KiB.
             const FEATURE_CASEFOLD: u32 = 0x1000;
-            dev.get(1024 + 2180..1024 + 2184)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            bytes_at(dev, 1024 + 2180)
+                .map(u32::from_le_bytes)
                 .is_none_or(|feature| feature & FEATURE_CASEFOLD != 0)
         }
         "btrfs" => false,
