@@ -30,10 +30,7 @@ fn start(img: &Path, mnt: &Path, opts: &[&str]) -> Daemon {
 /// Runs python `code` (with `m`, the mount point, and the helper `t(f)` giving the errno
 /// name or "OK") as root or as `user`; its printed lines.
 fn outcomes(mnt: &Path, user: Option<(u32, u32)>, code: &str) -> Vec<String> {
-    let prelude = "import os, sys, errno\nm = sys.argv[1]\n\
-         def t(f):\n    try:\n        f()\n        return 'OK'\n    except OSError as e:\n        \
-         return errno.errorcode.get(e.errno, str(e.errno))\n";
-    let code = format!("{prelude}{code}");
+    let code = format!("{}{code}", fuse::PY_ERRNO_PRELUDE);
     let out = match user {
         None => py(&code, &[fuse::path_str(mnt)]),
         Some((uid, gid)) => py_as(uid, gid, &[], &code, &[fuse::path_str(mnt)]),

@@ -29,11 +29,7 @@ fn start(img: &Path, mnt: &Path, opts: &[&str]) -> Daemon {
 /// The errno name python3 sees for each line of `calls` (python expressions
 /// using `m`, the mount point), or "OK".
 fn errnos(mnt: &Path, calls: &[&str]) -> Vec<String> {
-    let mut code = String::from(
-        "import os, sys, errno\nm = sys.argv[1]\n\
-         def t(f):\n    try:\n        f()\n        return 'OK'\n    except OSError as e:\n        \
-         return errno.errorcode.get(e.errno, str(e.errno))\n",
-    );
+    let mut code = String::from(fuse::PY_ERRNO_PRELUDE);
     for c in calls {
         code.push_str(&format!("print(t(lambda: {c}))\n"));
     }

@@ -177,11 +177,11 @@ fn allow_other_enforces_each_callers_credentials() {
             B,
             B,
             &[GROUP],
-            "import os, sys, errno\n\
-             def t(f):\n    try:\n        f()\n        return 'OK'\n    except OSError as e:\n        \
-             return errno.errorcode[e.errno]\n\
-             print(t(lambda: open(sys.argv[1], 'a')), t(lambda: os.chmod(sys.argv[1], 0o666)), \
-             t(lambda: os.chown(sys.argv[1], 2002, -1)))",
+            &format!(
+                "{}print(t(lambda: open(m, 'a')), t(lambda: os.chmod(m, 0o666)), \
+                 t(lambda: os.chown(m, 2002, -1)))",
+                fuse::PY_ERRNO_PRELUDE
+            ),
             &[&p("a-public")],
         );
         assert_eq!(

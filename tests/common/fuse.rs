@@ -438,6 +438,12 @@ pub fn sh_as(uid: u32, gid: u32, groups: &[u32], script: &str) -> Out {
     run_as(uid, gid, groups, "sh", &["-c", script])
 }
 
+/// The start of python scripts that report errnos: `m` is the first argument (the mount
+/// point, or a file), and `t(f)` calls `f` and gives "OK" or the errno's name.
+pub const PY_ERRNO_PRELUDE: &str = "import os, sys, errno\nm = sys.argv[1]\n\
+     def t(f):\n    try:\n        f()\n        return 'OK'\n    except OSError as e:\n        \
+     return errno.errorcode.get(e.errno, str(e.errno))\n";
+
 /// `python3 -c code args...` as root.
 #[track_caller]
 pub fn py(code: &str, args: &[&str]) -> Out {
