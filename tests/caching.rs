@@ -248,3 +248,51 @@ print("explicit time on writable", t(lambda: os.utime(os.path.join(s, "writable"
         fsck_clean(Fs::Ext4, &img);
     });
 }
+
+/// The host's read-ahead window of the mount (sysfs `read_ahead_kb` of its device). The
+/// device comes from mountinfo: root may not stat another user's FUSE mount.
+fn host_read_ahead_kib(mnt: &Path) -> u32 {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let device = mountinfo
+        .lines()
+        .rev()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.len() > 4 && f[4] == fuse::path_str(mnt))
+        .map(|f| f[2].to_string())
+        .expect("the mount in mountinfo");
+    let text = fs::read_to_string(format!("/sys/class/bdi/{device}/read_ahead_kb"))
+        .expect("read_ahead_kb of the mount");
+    text.trim().parse().expect("a number")
+}
+
+#[test]
+fn a_root_daemon_reads_ahead_one_whole_request_and_a_user_daemon_starts_quietly() {
+    fuse_test(FILE, "readahead", LIMIT, |dir| {
+        let img = dir.join("ext4.img");
+        make_fs(Fs::Ext4, &img, &dir);
+        let mnt = subdir(&dir, "mnt", 0o755, None);
+        let d = start(&img, &mnt, &["type=ext4"]);
+        // 1 MiB, the largest READ the daemon accepts, instead of the host's 128 KiB.
+        assert_eq!(host_read_ahead_kib(&mnt), 1024);
+        // A sequential read through the wide window returns every byte.
+        let data: Vec<u8> = (0..6u32 << 20).map(|i| (i % 251) as u8).collect();
+        fs::write(mnt.join("big"), &data).unwrap();
+        d.stop();
+        let d = start(&img, &mnt, &["type=ext4,ro"]);
+        assert_eq!(fs::read(mnt.join("big")).unwrap(), data);
+        d.stop();
+
+        // A user cannot write sysfs: the window stays, with nothing printed about it.
+        fuse::prepare_dev_fuse();
+        fuse::ensure_test_users();
+        fuse::chown(&img, USER_A.0, USER_A.1);
+        fuse::chown(&mnt, USER_A.0, USER_A.1);
+        let d = Daemon::start_as(USER_A.0, USER_A.1, &img, &mnt, &["type=ext4"])
+            .unwrap_or_else(|e| panic!("mount as a user: {e}"));
+        assert_eq!(host_read_ahead_kib(&mnt), 128);
+        let log = d.log_text();
+        assert!(!log.contains("read-ahead"), "unexpected log: {log}");
+        d.stop();
+        fsck_clean(Fs::Ext4, &img);
+    });
+}

@@ -31,6 +31,7 @@ pub mod logging;
 pub mod notify;
 pub mod options;
 pub mod privileges;
+pub mod readahead;
 pub mod signals;
 pub mod unmount;
 
