@@ -293,8 +293,10 @@ fn mount(config: &Config) -> Result<Mounted, Error> {
         .host_honours_setuid(!config.fuse.nosuid)
         .names_stable(mount.names_stable())
         .acts_on_close(mount.acts_on_close())
-        .writeback_cache(config.writeback_cache);
+        .writeback_cache(config.writeback_cache)
+        .busy_poll(Duration::from_micros(config.busy_poll_us.into()));
     let stats = fs.stats_probe();
+    let device_watcher = fs.device_watcher();
 
     let mut fuse = config.fuse.clone();
     // A read-only disk (image file not writable) makes a read-only FUSE mount too.
@@ -316,6 +318,7 @@ fn mount(config: &Config) -> Result<Mounted, Error> {
             daemon::describe_io_error(&e)
         ))
     })?;
+    device_watcher.watch(session.as_fd());
     if config.preopened_fuse_fd().is_none() {
         // One READ per largest request instead of per 128 KiB when reading sequentially.
         if let Err(e) = daemon::readahead::widen(&config.mountpoint, lklfuse::fs::MAX_IO) {

@@ -17,6 +17,7 @@
 //! FUSE keeps them local): the mount is the only way into the image while it is mounted, so
 //! local locks are exact.
 
+pub mod busy_poll;
 pub mod creds;
 pub mod inode;
 
@@ -37,6 +38,7 @@ use fuser::{
 
 use crate::lkl::abi::{self, SetTime, Statx, Timestamp};
 use crate::lkl::{bindings as b, sys, Errno, KernelFd, CWD};
+use busy_poll::{BusyPoll, Serving};
 use creds::{Caller, GroupCache};
 use inode::{stat_fd, Inode, InodeTable};
 
@@ -81,6 +83,8 @@ pub struct KernelFs {
     writeback: bool,
     /// The filesystem does something when a descriptor is closed (see `flush`).
     acts_on_close: bool,
+    /// Watching the FUSE device right after answering (see [`KernelFs::busy_poll`]).
+    busy_poll: Arc<BusyPoll>,
 }
 
 /// What the daemon holds for the host right now: these must fall back when the host forgets.
@@ -240,6 +244,7 @@ impl KernelFs {
             offer_writeback: false,
             writeback: false,
             acts_on_close: true,
+            busy_poll: Arc::new(BusyPoll::new(Duration::ZERO)),
         })
     }
 
@@ -288,6 +293,19 @@ impl KernelFs {
     pub fn acts_on_close(mut self, acts: bool) -> KernelFs {
         self.acts_on_close = acts;
         self
+    }
+
+    /// After answering a request, a worker checks the FUSE device for the next one for up to
+    /// `window` instead of going to sleep at once (see [`busy_poll`]); zero turns this off.
+    /// The session must then be shown the device through [`KernelFs::device_watcher`].
+    pub fn busy_poll(mut self, window: Duration) -> KernelFs {
+        self.busy_poll = Arc::new(BusyPoll::new(window));
+        self
+    }
+
+    /// Where the session names its FUSE device for [`KernelFs::busy_poll`].
+    pub fn device_watcher(&self) -> Arc<BusyPoll> {
+        self.busy_poll.clone()
     }
 
     /// How long the host may cache attributes, and names in directories everyone may search.
@@ -347,13 +365,16 @@ impl KernelFs {
         }
     }
 
-    fn caller(&self, req: &Request) -> Result<(), Errno> {
+    /// Takes on the credentials of the request's caller. Hold the result until the request
+    /// is answered: dropping it watches the device for the next request.
+    fn caller(&self, req: &Request) -> Result<Serving<'_>, Errno> {
         let caller = if req.uid() == 0 && req.gid() == 0 {
             Caller::root()
         } else {
             self.groups.caller(req.pid(), req.uid(), req.gid())
         };
-        creds::become_caller(&caller)
+        creds::become_caller(&caller)?;
+        Ok(Serving(&self.busy_poll))
     }
 
     fn node(&self, ino: INodeNo) -> Result<Arc<Inode>, Errno> {
@@ -703,7 +724,7 @@ impl Filesystem for KernelFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         match self.lookup_entry(parent, name) {
             Ok((attr, generation)) => reply.entry(&self.entry_ttl(parent), &attr, generation),
             // Node 0 is FUSE's "no such name", which the host caches like a found name and
@@ -727,7 +748,7 @@ impl Filesystem for KernelFs {
         fh: Option<fuser::FileHandle>,
         reply: ReplyAttr,
     ) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let result = (|| {
             if let Some(fh) = fh {
                 let file = self.file(fh)?;
@@ -759,7 +780,7 @@ impl Filesystem for KernelFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let attr = try_reply!(
             reply,
             self.do_setattr(ino, mode, uid, gid, size, atime, mtime, ctime, fh)
@@ -768,7 +789,7 @@ impl Filesystem for KernelFs {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let (_, fd) = try_reply!(reply, self.node_fd(ino));
         let mut buf = vec![0u8; libc::PATH_MAX as usize];
         let n = try_reply!(reply, sys::readlinkat(&*fd, c"", &mut buf));
@@ -785,7 +806,7 @@ impl Filesystem for KernelFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let (attr, generation) = try_reply!(
             reply,
             self.make_node(parent, name, |dir, name| sys::mknodat(
@@ -804,7 +825,7 @@ impl Filesystem for KernelFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let (attr, generation) = try_reply!(
             reply,
             self.make_node(parent, name, |dir, name| sys::mkdirat(dir, name, mode))
@@ -813,7 +834,7 @@ impl Filesystem for KernelFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let (_, dir) = try_reply!(reply, self.node_fd(parent));
         let name = try_reply!(reply, cname(name));
         try_reply!(reply, sys::unlinkat(&*dir, &name, 0));
@@ -821,7 +842,7 @@ impl Filesystem for KernelFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let (_, dir) = try_reply!(reply, self.node_fd(parent));
         let name = try_reply!(reply, cname(name));
         try_reply!(reply, sys::unlinkat(&*dir, &name, b::AT_REMOVEDIR as i32));
@@ -836,7 +857,7 @@ impl Filesystem for KernelFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let target = try_reply!(reply, cname(target.as_os_str()));
         let (attr, generation) = try_reply!(
             reply,
@@ -857,7 +878,7 @@ impl Filesystem for KernelFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let result = (|| {
             let (_, olddir) = self.node_fd(parent)?;
             let (_, newdir) = self.node_fd(newparent)?;
@@ -876,7 +897,7 @@ impl Filesystem for KernelFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let result = (|| {
             let (_, fd) = self.node_fd(ino)?;
             // Through the magic link: linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH.
@@ -889,7 +910,7 @@ impl Filesystem for KernelFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let (fh, fopen) = try_reply!(reply, self.do_open(ino, flags.0));
         reply.opened(fh, fopen);
     }
@@ -905,7 +926,7 @@ impl Filesystem for KernelFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let data = try_reply!(reply, self.do_read(fh, offset, size));
         reply.data(&data);
     }
@@ -922,7 +943,7 @@ impl Filesystem for KernelFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let n = try_reply!(reply, self.do_write(fh, offset, data));
         reply.written(n);
     }
@@ -940,7 +961,7 @@ impl Filesystem for KernelFs {
             // host checks its own writeback before it would have sent the request.
             return reply.error(fuser::Errno::ENOSYS);
         }
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         // close(2) of a duplicate reports what the filesystem's ->flush says (deferred
         // write errors) without closing the file the host still uses.
         let result = self
@@ -961,6 +982,7 @@ impl Filesystem for KernelFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _serving = Serving(&self.busy_poll);
         self.remove_file(fh);
         reply.ok();
     }
@@ -973,7 +995,7 @@ impl Filesystem for KernelFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let file = try_reply!(reply, self.file(fh));
         let result = if datasync {
             sys::fdatasync(&file.fd)
@@ -985,7 +1007,7 @@ impl Filesystem for KernelFs {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let flags = (b::O_RDONLY | b::O_DIRECTORY) as i32;
         let (fh, _) = try_reply!(reply, self.do_open(ino, flags));
         reply.opened(fh, FopenFlags::empty());
@@ -999,7 +1021,7 @@ impl Filesystem for KernelFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let result = self.do_readdir(fh, offset, |e| {
             let name = OsStr::from_bytes(e.name.to_bytes());
             Ok(reply.add(INodeNo(e.ino), e.off as u64, dirent_type(e.d_type), name))
@@ -1016,7 +1038,7 @@ impl Filesystem for KernelFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let parent = try_reply!(reply, self.node(ino));
         let ttl = self.entry_ttl(ino);
         let result = self.do_readdir(fh, offset, |e| {
@@ -1067,6 +1089,7 @@ impl Filesystem for KernelFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _serving = Serving(&self.busy_poll);
         self.remove_file(fh);
         reply.ok();
     }
@@ -1083,7 +1106,7 @@ impl Filesystem for KernelFs {
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let st = try_reply!(reply, sys::fstatfs(&**self.inodes.root_fd()));
         let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
         reply.statfs(
@@ -1108,7 +1131,7 @@ impl Filesystem for KernelFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let result = (|| {
             let XattrTarget { node, path, _fd } = self.xattr_target(ino)?;
             if node.is_symlink() {
@@ -1124,7 +1147,7 @@ impl Filesystem for KernelFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let result = (|| {
             let XattrTarget { node, path, _fd } = self.xattr_target(ino)?;
             if node.is_symlink() {
@@ -1146,7 +1169,7 @@ impl Filesystem for KernelFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let result = (|| {
             let XattrTarget { node, path, _fd } = self.xattr_target(ino)?;
             if node.is_symlink() {
@@ -1166,7 +1189,7 @@ impl Filesystem for KernelFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let result = (|| {
             let XattrTarget { node, path, _fd } = self.xattr_target(ino)?;
             if node.is_symlink() {
@@ -1179,7 +1202,7 @@ impl Filesystem for KernelFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let (_, fd) = try_reply!(reply, self.node_fd(ino));
         let flags = (b::AT_EMPTY_PATH | b::AT_EACCESS | b::AT_SYMLINK_NOFOLLOW) as i32;
         try_reply!(reply, sys::faccessat2(&*fd, c"", mask.bits(), flags));
@@ -1196,7 +1219,7 @@ impl Filesystem for KernelFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let (attr, generation, fh, fopen) =
             try_reply!(reply, self.do_create(parent, name, mode, flags));
         reply.created(&self.entry_ttl(parent), &attr, generation, fh, fopen);
@@ -1244,7 +1267,7 @@ impl Filesystem for KernelFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let result = (|| {
             let file = self.file(fh)?;
             let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
@@ -1269,7 +1292,7 @@ impl Filesystem for KernelFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let file = try_reply!(reply, self.file(fh));
         let whence = try_reply!(reply, u32::try_from(whence).map_err(|_| Errno::EINVAL));
         let pos = try_reply!(reply, sys::lseek(&file.fd, offset, whence));
@@ -1289,7 +1312,7 @@ impl Filesystem for KernelFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        try_reply!(reply, self.caller(req));
+        let _serving = try_reply!(reply, self.caller(req));
         let result = (|| {
             let fin = self.file(fh_in)?;
             let fout = self.file(fh_out)?;
