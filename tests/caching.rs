@@ -296,3 +296,47 @@ fn a_root_daemon_reads_ahead_one_whole_request_and_a_user_daemon_starts_quietly(
         fsck_clean(Fs::Ext4, &img);
     });
 }
+
+/// User plus system CPU time of process `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("daemon stat");
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn busy_polling_stops_when_requests_stop() {
+    fuse_test(FILE, "busy_poll", LIMIT, |dir| {
+        let img = dir.join("ext4.img");
+        make_fs(Fs::Ext4, &img, &dir);
+        let mnt = subdir(&dir, "mnt", 0o755, None);
+        let d = start(&img, &mnt, &["type=ext4,busy_poll=2000"]);
+        let pid = d.pid().expect("daemon pid");
+        // A stream of requests with a 2 ms window: workers poll between them...
+        let got = outcomes(
+            &mnt,
+            None,
+            r#"
+for i in range(2000):
+    p = os.path.join(m, f"f{i % 50}")
+    open(p, "w").close()
+    os.stat(p)
+print("done")
+"#,
+        );
+        assert_eq!(got, ["done"]);
+        // ...and once they stop, nobody spins: well under 10% of a CPU while idle.
+        let before = cpu_ticks(pid);
+        std::thread::sleep(Duration::from_secs(3));
+        let idle = cpu_ticks(pid) - before;
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap();
+        assert!(
+            idle * 10 < 3 * hz,
+            "{idle} ticks of CPU in 3 s idle (HZ {hz})"
+        );
+        d.stop();
+    });
+}

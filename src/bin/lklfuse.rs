@@ -294,9 +294,16 @@ fn mount(config: &Config) -> Result<Mounted, Error> {
         .names_stable(mount.names_stable())
         .acts_on_close(mount.acts_on_close())
         .writeback_cache(config.writeback_cache)
-        .busy_poll(Duration::from_micros(config.busy_poll_us.into()));
+        .workers(
+            config.threads,
+            Duration::from_micros(config.busy_poll_us.into()),
+        );
     let stats = fs.stats_probe();
-    let device_watcher = fs.device_watcher();
+    let workers = fs.workers_handle();
+    {
+        let workers = workers.clone();
+        disk.on_submit(Box::new(move || workers.io_submitted()));
+    }
 
     let mut fuse = config.fuse.clone();
     // A read-only disk (image file not writable) makes a read-only FUSE mount too.
@@ -318,7 +325,7 @@ fn mount(config: &Config) -> Result<Mounted, Error> {
             daemon::describe_io_error(&e)
         ))
     })?;
-    device_watcher.watch(session.as_fd());
+    workers.watch(session.as_fd());
     if config.preopened_fuse_fd().is_none() {
         // One READ per largest request instead of per 128 KiB when reading sequentially.
         if let Err(e) = daemon::readahead::widen(&config.mountpoint, lklfuse::fs::MAX_IO) {

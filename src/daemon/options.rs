@@ -1169,10 +1169,13 @@ mod tests {
             run(&["lklfuse", "img", "mnt", "-o", "busy_poll=0"]).busy_poll_us,
             0
         );
-        assert!(usage_error(&["lklfuse", "img", "mnt", "-o", "busy_poll=1s"])
-            .starts_with("invalid value for busy_poll"));
-        assert!(usage_error(&["lklfuse", "img", "mnt", "-o", "busy_poll"])
-            .contains("needs a value"));
+        assert!(
+            usage_error(&["lklfuse", "img", "mnt", "-o", "busy_poll=1s"])
+                .starts_with("invalid value for busy_poll")
+        );
+        assert!(
+            usage_error(&["lklfuse", "img", "mnt", "-o", "busy_poll"]).contains("needs a value")
+        );
         assert!(run(&["lklfuse", "img", "mnt", "-o", "writeback_cache"]).writeback_cache);
         assert!(
             !run(&[

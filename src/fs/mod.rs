@@ -17,9 +17,9 @@
 //! FUSE keeps them local): the mount is the only way into the image while it is mounted, so
 //! local locks are exact.
 
-pub mod busy_poll;
 pub mod creds;
 pub mod inode;
+pub mod workers;
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
@@ -38,9 +38,9 @@ use fuser::{
 
 use crate::lkl::abi::{self, SetTime, Statx, Timestamp};
 use crate::lkl::{bindings as b, sys, Errno, KernelFd, CWD};
-use busy_poll::{BusyPoll, Serving};
 use creds::{Caller, GroupCache};
 use inode::{stat_fd, Inode, InodeTable};
+use workers::{Serving, Workers};
 
 /// How long the host may cache names and attributes where a name can have aliases the host
 /// does not know about: on filesystems that fold case, "README" and "readme" are one file,
@@ -83,8 +83,8 @@ pub struct KernelFs {
     writeback: bool,
     /// The filesystem does something when a descriptor is closed (see `flush`).
     acts_on_close: bool,
-    /// Watching the FUSE device right after answering (see [`KernelFs::busy_poll`]).
-    busy_poll: Arc<BusyPoll>,
+    /// What workers do between requests (see [`KernelFs::workers`]).
+    workers: Arc<Workers>,
 }
 
 /// What the daemon holds for the host right now: these must fall back when the host forgets.
@@ -244,7 +244,7 @@ impl KernelFs {
             offer_writeback: false,
             writeback: false,
             acts_on_close: true,
-            busy_poll: Arc::new(BusyPoll::new(Duration::ZERO)),
+            workers: Arc::new(Workers::new(1, Duration::ZERO)),
         })
     }
 
@@ -295,17 +295,18 @@ impl KernelFs {
         self
     }
 
-    /// After answering a request, a worker checks the FUSE device for the next one for up to
-    /// `window` instead of going to sleep at once (see [`busy_poll`]); zero turns this off.
-    /// The session must then be shown the device through [`KernelFs::device_watcher`].
-    pub fn busy_poll(mut self, window: Duration) -> KernelFs {
-        self.busy_poll = Arc::new(BusyPoll::new(window));
+    /// Tells the filesystem how many workers the session runs and how long one checks the
+    /// FUSE device for the next request after answering (zero: not at all); see
+    /// [`workers`]. The session must show the device through [`KernelFs::workers_handle`],
+    /// and the disk should report its submissions to [`Workers::io_submitted`].
+    pub fn workers(mut self, threads: usize, busy_poll: Duration) -> KernelFs {
+        self.workers = Arc::new(Workers::new(threads.max(1), busy_poll));
         self
     }
 
-    /// Where the session names its FUSE device for [`KernelFs::busy_poll`].
-    pub fn device_watcher(&self) -> Arc<BusyPoll> {
-        self.busy_poll.clone()
+    /// The workers' shared state (see [`KernelFs::workers`]).
+    pub fn workers_handle(&self) -> Arc<Workers> {
+        self.workers.clone()
     }
 
     /// How long the host may cache attributes, and names in directories everyone may search.
@@ -374,7 +375,7 @@ impl KernelFs {
             self.groups.caller(req.pid(), req.uid(), req.gid())
         };
         creds::become_caller(&caller)?;
-        Ok(Serving(&self.busy_poll))
+        Ok(self.workers.serving())
     }
 
     fn node(&self, ino: INodeNo) -> Result<Arc<Inode>, Errno> {
@@ -982,7 +983,7 @@ impl Filesystem for KernelFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let _serving = Serving(&self.busy_poll);
+        let _serving = self.workers.serving();
         self.remove_file(fh);
         reply.ok();
     }
@@ -1089,7 +1090,7 @@ impl Filesystem for KernelFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        let _serving = Serving(&self.busy_poll);
+        let _serving = self.workers.serving();
         self.remove_file(fh);
         reply.ok();
     }

@@ -185,6 +185,12 @@ impl Disk {
         &self.path
     }
 
+    /// Runs `hook` whenever the kernel submits requests to this disk (see
+    /// [`BlockDevice::on_submit`](crate::virtio::block::BlockDevice::on_submit)).
+    pub fn on_submit(&self, hook: crate::virtio::block::SubmitHook) {
+        self.device.on_submit(hook);
+    }
+
     /// Whether the disk itself is read-only.
     pub fn read_only(&self) -> bool {
         self.read_only

@@ -158,6 +158,13 @@ impl BlockDevice {
     /// Read requests and write/flush/discard requests the image failed since attaching. A
     /// failed write means the filesystem inside may have lost data it was told was safe
     /// (the kernel reports it to the caller, but filesystems also write on their own).
+    /// Runs `hook` on the submitting thread each time the kernel hands the device requests,
+    /// that is, when some kernel task is about to wait for the image. Only the first hook
+    /// set counts. It must be quick and must not call into the kernel.
+    pub fn on_submit(&self, hook: SubmitHook) {
+        let _ = self.block.on_submit.set(hook);
+    }
+
     pub fn failed_requests(&self) -> (u64, u64) {
         (
             self.block.failures.reads.load(Ordering::Relaxed),
@@ -391,7 +398,12 @@ struct Block {
     /// Started when the driver activates the device, not when the image is attached: the
     /// daemon drops host privileges in between, and threads keep those they were born with.
     pool: OnceLock<WorkerPool>,
+    /// Told whenever the kernel submits requests (see [`BlockDevice::on_submit`]).
+    on_submit: OnceLock<SubmitHook>,
 }
+
+/// What [`BlockDevice::on_submit`] runs.
+pub type SubmitHook = Box<dyn Fn() + Send + Sync>;
 
 /// The queue of a started device, notify side.
 struct ActiveQueue {
@@ -440,6 +452,7 @@ impl Block {
             inflight: Arc::new(Inflight::default()),
             failures: Arc::new(Failures::default()),
             pool: OnceLock::new(),
+            on_submit: OnceLock::new(),
         })
     }
 
@@ -550,10 +563,12 @@ impl VirtioDevice for Block {
         let Some(q) = active.as_mut().filter(|q| !q.broken) else {
             return;
         };
+        let mut submitted = false;
         loop {
             match q.avail.pop() {
                 Ok(None) => break,
                 Ok(Some(item)) => {
+                    submitted = true;
                     self.inflight.start();
                     let shared = q.shared.clone();
                     match self.pool.get() {
@@ -567,6 +582,12 @@ impl VirtioDevice for Block {
                     q.broken = true;
                     break;
                 }
+            }
+        }
+        drop(active);
+        if submitted {
+            if let Some(hook) = self.on_submit.get() {
+                hook();
             }
         }
     }

@@ -1,0 +1,452 @@
+//! What FUSE workers do between requests: busy polling, and parking the workers a serial
+//! stream of requests does not need.
+//!
+//! Busy polling. A worker that has answered a request sleeps in `read(/dev/fuse)` until the
+//! next one. Waking it costs the caller a cross-CPU wake-up, which on virtual machines is
+//! tens of microseconds: several times what serving a `getattr` takes. Callers such as
+//! `tar`, `cp` or `find` send their next request right after the answer, so one worker
+//! instead keeps checking the device for a short window after answering; a request that
+//! arrives meanwhile is read at once, and nobody has to be woken. The window costs CPU only
+//! while requests keep coming: a window that ends with no request makes the next ones rarer
+//! (skip 2, 4, ... up to [`MAX_SKIP`] answers), and only one worker polls at a time. Each
+//! check yields the host CPU, so a caller that shares the worker's CPU runs at once.
+//!
+//! Parking. Every worker sleeping in `read(/dev/fuse)` is woken by a new request, in turn,
+//! even when the polling worker takes it: with several workers a serial caller paid for a
+//! wake-up per request anyway. So a worker that answers while another one already waits for
+//! requests parks here instead, and only one worker waits on the device. More are let back
+//! when they can help: the kernel here has one CPU, so a second request only makes progress
+//! beside the first while the first waits, and what requests wait for is the disk. Each time
+//! the kernel submits disk requests while every unparked worker is busy, one parked worker
+//! goes back to the device. A parked worker on stand-by also checks every
+//! [`STANDBY_CHECK`] whether all unparked workers have been busy since its last check (a
+//! request waiting for something else than the disk), and whether the session has ended.
+//! No request here waits for another request (locks stay on the host, FIFOs are host
+//! pipes), so a parked worker is never needed to finish one.
+
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Most answers skipped after windows that saw no request.
+const MAX_SKIP: u32 = 64;
+
+/// How often a parked worker on stand-by checks for stuck workers and the session's end.
+const STANDBY_CHECK: Duration = Duration::from_millis(20);
+
+/// The workers of one session.
+#[derive(Debug)]
+pub struct Workers {
+    busy_poll: BusyPoll,
+    readers: Mutex<Readers>,
+    wake: Condvar,
+    /// Copies of `Readers::parked` and `Readers::waiting` for the submit hook's quick check.
+    parked: AtomicUsize,
+    waiting: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Readers {
+    /// Workers in the session's loop: waiting on the device, polling it, or on their way.
+    waiting: usize,
+    /// Workers serving a request.
+    busy: usize,
+    parked: usize,
+    /// Parked workers told to go back to the device and not gone yet.
+    released: usize,
+    /// One parked worker does the timed checks.
+    standby: bool,
+    /// Requests started so far: whether busy workers make progress.
+    started: u64,
+    /// The session has ended: nobody parks any more.
+    closed: bool,
+}
+
+impl Workers {
+    /// `threads` workers (all waiting on the device at first), busy polling for up to
+    /// `busy_poll` after each answer (zero: off).
+    pub fn new(threads: usize, busy_poll: Duration) -> Workers {
+        Workers {
+            busy_poll: BusyPoll::new(busy_poll),
+            readers: Mutex::new(Readers {
+                waiting: threads,
+                ..Readers::default()
+            }),
+            wake: Condvar::new(),
+            parked: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(threads),
+        }
+    }
+
+    /// Names the FUSE device once the session has opened it (see [`BusyPoll::watch`]).
+    pub fn watch(&self, device: BorrowedFd<'_>) {
+        self.busy_poll.watch(device);
+    }
+
+    /// The kernel submitted disk requests: if every unparked worker is busy, one of them
+    /// is about to wait for the disk, so a parked worker goes back to the device.
+    pub fn io_submitted(&self) {
+        if self.parked.load(Ordering::Relaxed) == 0 || self.waiting.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        let mut r = self.lock();
+        if r.waiting == 0 && r.parked > r.released {
+            r.released += 1;
+            self.wake.notify_one();
+        }
+    }
+
+    /// Marks a worker busy with a request until the returned guard is dropped.
+    pub(crate) fn serving(&self) -> Serving<'_> {
+        let mut r = self.lock();
+        r.waiting = r.waiting.saturating_sub(1);
+        r.busy += 1;
+        r.started += 1;
+        self.publish(&r);
+        Serving(self)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Readers> {
+        self.readers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, r: &Readers) {
+        self.parked.store(r.parked, Ordering::Relaxed);
+        self.waiting.store(r.waiting, Ordering::Relaxed);
+    }
+
+    /// After an answer: back to the device (polling it first), or park while another
+    /// worker waits there.
+    fn after_answer(&self) {
+        let mut r = self.lock();
+        r.busy = r.busy.saturating_sub(1);
+        // Requests queued on the device mean the worker waiting there has company to serve.
+        if r.waiting > 0 && !r.closed && !self.busy_poll.request_waiting() {
+            r = self.park(r);
+        }
+        r.waiting += 1;
+        self.publish(&r);
+        drop(r);
+        self.busy_poll.after_answer();
+    }
+
+    /// Waits until released, stuck workers are found, or the session ends.
+    fn park<'a>(&'a self, mut r: MutexGuard<'a, Readers>) -> MutexGuard<'a, Readers> {
+        r.parked += 1;
+        self.publish(&r);
+        loop {
+            if r.released > 0 {
+                r.released -= 1;
+                break;
+            }
+            if r.closed {
+                break;
+            }
+            if r.standby {
+                r = self.wake.wait(r).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            r.standby = true;
+            let started = r.started;
+            let (guard, wait) = self
+                .wake
+                .wait_timeout(r, STANDBY_CHECK)
+                .unwrap_or_else(PoisonError::into_inner);
+            r = guard;
+            r.standby = false;
+            // Someone else may take the stand-by role while this worker decides.
+            if r.parked > 1 {
+                self.wake.notify_one();
+            }
+            if wait.timed_out() {
+                if self.busy_poll.device_closed() {
+                    r.closed = true;
+                    self.wake.notify_all();
+                    break;
+                }
+                let stuck = r.waiting == 0 && r.busy > 0 && r.started == started;
+                if stuck {
+                    break;
+                }
+            }
+        }
+        r.parked -= 1;
+        r
+    }
+}
+
+/// Shared by all workers: the device to watch and the back-off state.
+#[derive(Debug)]
+pub struct BusyPoll {
+    window: Duration,
+    /// The FUSE device, or -1 until the session has one.
+    device: AtomicI32,
+    /// Set while one worker polls.
+    polling: AtomicBool,
+    /// Consecutive windows that ended without a request.
+    misses: AtomicU32,
+    /// Answers left before the next window.
+    skip: AtomicU32,
+}
+
+impl BusyPoll {
+    /// Polls for up to `window` after each answer; a zero window turns polling off.
+    pub fn new(window: Duration) -> BusyPoll {
+        BusyPoll {
+            window,
+            device: AtomicI32::new(-1),
+            polling: AtomicBool::new(false),
+            misses: AtomicU32::new(0),
+            skip: AtomicU32::new(0),
+        }
+    }
+
+    /// Names the FUSE device once the session has opened it. The descriptor must stay open
+    /// while requests are served (the session owns it and outlives every request).
+    pub fn watch(&self, device: BorrowedFd<'_>) {
+        self.device.store(device.as_raw_fd(), Ordering::Release);
+    }
+
+    /// Whether a request waits on the device now.
+    fn request_waiting(&self) -> bool {
+        let device = self.device.load(Ordering::Acquire);
+        device >= 0 && request_within(device, Duration::ZERO)
+    }
+
+    /// Whether the session is over: the device reports an error (unmounted, aborted).
+    fn device_closed(&self) -> bool {
+        let device = self.device.load(Ordering::Acquire);
+        if device < 0 {
+            return false;
+        }
+        let mut poll = libc::pollfd {
+            fd: device,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `poll` is one valid pollfd for the duration of the call; a zero timeout
+        // never sleeps.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        ready < 0 || poll.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0
+    }
+
+    /// After an answer: returns once a request is waiting or the window has passed.
+    pub fn after_answer(&self) {
+        let device = self.device.load(Ordering::Acquire);
+        if self.window.is_zero() || device < 0 {
+            return;
+        }
+        if self.polling.swap(true, Ordering::Acquire) {
+            return;
+        }
+        let skipping = self
+            .skip
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if !skipping {
+            if request_within(device, self.window) {
+                self.misses.store(0, Ordering::Relaxed);
+            } else {
+                let misses = self
+                    .misses
+                    .fetch_add(1, Ordering::Relaxed)
+                    .saturating_add(1);
+                let skip = 1u32.checked_shl(misses).unwrap_or(MAX_SKIP).min(MAX_SKIP);
+                self.skip.store(skip, Ordering::Relaxed);
+            }
+        }
+        self.polling.store(false, Ordering::Release);
+    }
+}
+
+/// Whether `device` becomes readable within `window`, checking without sleeping.
+fn request_within(device: RawFd, window: Duration) -> bool {
+    let deadline = Instant::now() + window;
+    loop {
+        let mut poll = libc::pollfd {
+            fd: device,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `poll` is one valid pollfd for the duration of the call; a zero timeout
+        // never sleeps. A descriptor closed meanwhile only yields POLLNVAL or an error.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        if ready != 0 {
+            // A request, or an error the worker's next read will report.
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Held while a request is served; its drop (after the answer) parks or polls the device.
+pub(crate) struct Serving<'a>(&'a Workers);
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.after_answer();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+
+    /// Two workers, both waiting on `rx` at first.
+    fn two_workers(rx: &UnixStream) -> Workers {
+        let workers = Workers::new(2, Duration::ZERO);
+        workers.watch(rx.as_fd());
+        workers
+    }
+
+    /// Serves one request on another thread; the flag is set once its guard's drop returns.
+    fn serve_in_thread<'s>(
+        scope: &'s std::thread::Scope<'s, '_>,
+        workers: &'s Workers,
+    ) -> (std::thread::ScopedJoinHandle<'s, ()>, Arc<AtomicBool>) {
+        let back = Arc::new(AtomicBool::new(false));
+        let flag = back.clone();
+        let handle = scope.spawn(move || {
+            drop(workers.serving());
+            flag.store(true, Ordering::SeqCst);
+        });
+        (handle, back)
+    }
+
+    fn eventually(what: impl Fn() -> bool) -> bool {
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if what() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    #[test]
+    fn a_worker_parks_while_another_waits_and_disk_io_brings_it_back() {
+        let (mut tx, rx) = UnixStream::pair().unwrap();
+        let workers = two_workers(&rx);
+        std::thread::scope(|scope| {
+            let (handle, back) = serve_in_thread(scope, &workers);
+            assert!(eventually(|| workers.parked.load(Ordering::SeqCst) == 1));
+            // The other worker is still waiting on the device: disk I/O changes nothing.
+            workers.io_submitted();
+            std::thread::sleep(Duration::from_millis(5));
+            assert!(!back.load(Ordering::SeqCst));
+            // It takes a request, which waits for the disk: the parked worker comes back.
+            let other = workers.serving();
+            workers.io_submitted();
+            handle.join().unwrap();
+            assert!(back.load(Ordering::SeqCst));
+            // With a request queued the last answer goes back too, rather than parking.
+            tx.write_all(b"x").unwrap();
+            drop(other);
+        });
+        assert_eq!(workers.parked.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_parked_worker_comes_back_when_busy_workers_make_no_progress() {
+        let (mut tx, rx) = UnixStream::pair().unwrap();
+        let workers = two_workers(&rx);
+        std::thread::scope(|scope| {
+            let (handle, _) = serve_in_thread(scope, &workers);
+            assert!(eventually(|| workers.parked.load(Ordering::SeqCst) == 1));
+            let stuck = workers.serving();
+            let start = Instant::now();
+            handle.join().unwrap();
+            assert!(start.elapsed() >= STANDBY_CHECK / 2);
+            tx.write_all(b"x").unwrap();
+            drop(stuck);
+        });
+    }
+
+    #[test]
+    fn parked_workers_leave_when_the_session_ends_and_queued_requests_keep_them() {
+        let (mut tx, rx) = UnixStream::pair().unwrap();
+        let workers = two_workers(&rx);
+        std::thread::scope(|scope| {
+            let (handle, _) = serve_in_thread(scope, &workers);
+            assert!(eventually(|| workers.parked.load(Ordering::SeqCst) == 1));
+            drop(tx);
+            handle.join().unwrap();
+        });
+        // Something queued: the answering worker goes back instead of parking.
+        let (tx2, rx2) = UnixStream::pair().unwrap();
+        tx = tx2;
+        tx.write_all(b"x").unwrap();
+        let workers = two_workers(&rx2);
+        drop(workers.serving());
+        assert_eq!(workers.parked.load(Ordering::SeqCst), 0);
+        assert_eq!(workers.waiting.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn returns_at_once_when_something_is_waiting() {
+        let (mut tx, rx) = UnixStream::pair().unwrap();
+        tx.write_all(b"x").unwrap();
+        let poll = BusyPoll::new(Duration::from_secs(5));
+        poll.watch(rx.as_fd());
+        let start = Instant::now();
+        poll.after_answer();
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert_eq!(poll.misses.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn empty_windows_make_polling_rarer_and_a_hit_resets() {
+        let (mut tx, rx) = UnixStream::pair().unwrap();
+        let poll = BusyPoll::new(Duration::from_micros(200));
+        poll.watch(rx.as_fd());
+        poll.after_answer();
+        assert_eq!(poll.misses.load(Ordering::Relaxed), 1);
+        assert_eq!(poll.skip.load(Ordering::Relaxed), 2);
+        // The next two answers skip the window even though nothing arrives.
+        poll.after_answer();
+        poll.after_answer();
+        assert_eq!(poll.misses.load(Ordering::Relaxed), 1);
+        poll.after_answer();
+        assert_eq!(poll.misses.load(Ordering::Relaxed), 2);
+        assert_eq!(poll.skip.load(Ordering::Relaxed), 4);
+        for _ in 0..4 {
+            poll.after_answer();
+        }
+        tx.write_all(b"x").unwrap();
+        poll.after_answer();
+        assert_eq!(poll.misses.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn skips_grow_to_a_limit() {
+        let (_tx, rx) = UnixStream::pair().unwrap();
+        let poll = BusyPoll::new(Duration::from_micros(1));
+        poll.watch(rx.as_fd());
+        poll.misses.store(40, Ordering::Relaxed);
+        poll.after_answer();
+        assert_eq!(poll.skip.load(Ordering::Relaxed), MAX_SKIP);
+    }
+
+    #[test]
+    fn off_without_a_window_or_a_device() {
+        let poll = BusyPoll::new(Duration::from_secs(5));
+        let start = Instant::now();
+        poll.after_answer();
+        let (_tx, rx) = UnixStream::pair().unwrap();
+        let off = BusyPoll::new(Duration::ZERO);
+        off.watch(rx.as_fd());
+        off.after_answer();
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert_eq!(poll.misses.load(Ordering::Relaxed), 0);
+        assert_eq!(off.misses.load(Ordering::Relaxed), 0);
+    }
+}
