@@ -244,7 +244,7 @@ impl KernelFs {
             offer_writeback: false,
             writeback: false,
             acts_on_close: true,
-            workers: Arc::new(Workers::new(1, Duration::ZERO)),
+            workers: Workers::new(1, Duration::ZERO),
         })
     }
 
@@ -300,7 +300,7 @@ impl KernelFs {
     /// [`workers`]. The session must show the device through [`KernelFs::workers_handle`],
     /// and the disk should report its submissions to [`Workers::io_submitted`].
     pub fn workers(mut self, threads: usize, busy_poll: Duration) -> KernelFs {
-        self.workers = Arc::new(Workers::new(threads.max(1), busy_poll));
+        self.workers = Workers::new(threads.max(1), busy_poll);
         self
     }
 

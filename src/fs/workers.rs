@@ -20,13 +20,17 @@
 //! the kernel submits disk requests while every unparked worker is busy, one parked worker
 //! goes back to the device. A parked worker on stand-by also checks every
 //! [`STANDBY_CHECK`] whether all unparked workers have been busy since its last check (a
-//! request waiting for something else than the disk), and whether the session has ended.
+//! request waiting for something else than the disk), and whether the session has ended;
+//! while no request is served it checks less and less often, down to every [`IDLE_CHECK`].
+//! The session's end is normally seen at once: a worker thread leaves the session's loop
+//! only then, and its exit releases every parked worker.
 //! No request here waits for another request (locks stay on the host, FIFOs are host
 //! pipes), so a parked worker is never needed to finish one.
 
+use std::cell::RefCell;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 /// Most answers skipped after windows that saw no request.
@@ -35,9 +39,29 @@ const MAX_SKIP: u32 = 64;
 /// How often a parked worker on stand-by checks for stuck workers and the session's end.
 const STANDBY_CHECK: Duration = Duration::from_millis(20);
 
+/// The longest stand-by check interval, reached while the mount is idle.
+const IDLE_CHECK: Duration = Duration::from_millis(320);
+
+thread_local! {
+    /// Set on a worker thread's first request: the thread's exit ends parking.
+    static CLOSE_ON_EXIT: RefCell<Option<CloseOnExit>> = const { RefCell::new(None) };
+}
+
+struct CloseOnExit(Weak<Workers>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        if let Some(workers) = self.0.upgrade() {
+            workers.close();
+        }
+    }
+}
+
 /// The workers of one session.
 #[derive(Debug)]
 pub struct Workers {
+    /// This value's own `Arc`, for [`CLOSE_ON_EXIT`].
+    me: Weak<Workers>,
     busy_poll: BusyPoll,
     readers: Mutex<Readers>,
     wake: Condvar,
@@ -59,6 +83,8 @@ struct Readers {
     standby: bool,
     /// Requests started so far: whether busy workers make progress.
     started: u64,
+    /// The stand-by's next check interval (zero before the first).
+    check: Duration,
     /// The session has ended: nobody parks any more.
     closed: bool,
 }
@@ -66,8 +92,9 @@ struct Readers {
 impl Workers {
     /// `threads` workers (all waiting on the device at first), busy polling for up to
     /// `busy_poll` after each answer (zero: off).
-    pub fn new(threads: usize, busy_poll: Duration) -> Workers {
-        Workers {
+    pub fn new(threads: usize, busy_poll: Duration) -> Arc<Workers> {
+        Arc::new_cyclic(|me| Workers {
+            me: me.clone(),
             busy_poll: BusyPoll::new(busy_poll),
             readers: Mutex::new(Readers {
                 waiting: threads,
@@ -76,7 +103,14 @@ impl Workers {
             wake: Condvar::new(),
             parked: AtomicUsize::new(0),
             waiting: AtomicUsize::new(threads),
-        }
+        })
+    }
+
+    /// The session has ended: parked workers go back (to find the device closed) and no
+    /// worker parks any more.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_all();
     }
 
     /// Names the FUSE device once the session has opened it (see [`BusyPoll::watch`]).
@@ -99,6 +133,12 @@ impl Workers {
 
     /// Marks a worker busy with a request until the returned guard is dropped.
     pub(crate) fn serving(&self) -> Serving<'_> {
+        CLOSE_ON_EXIT.with(|exit| {
+            let mut exit = exit.borrow_mut();
+            if exit.is_none() {
+                *exit = Some(CloseOnExit(self.me.clone()));
+            }
+        });
         let mut r = self.lock();
         r.waiting = r.waiting.saturating_sub(1);
         r.busy += 1;
@@ -149,9 +189,10 @@ impl Workers {
             }
             r.standby = true;
             let started = r.started;
+            let check = r.check.max(STANDBY_CHECK);
             let (guard, wait) = self
                 .wake
-                .wait_timeout(r, STANDBY_CHECK)
+                .wait_timeout(r, check)
                 .unwrap_or_else(PoisonError::into_inner);
             r = guard;
             r.standby = false;
@@ -169,6 +210,12 @@ impl Workers {
                 if stuck {
                     break;
                 }
+                let idle = r.busy == 0 && r.started == started;
+                r.check = if idle {
+                    (check * 2).min(IDLE_CHECK)
+                } else {
+                    STANDBY_CHECK
+                };
             }
         }
         r.parked -= 1;
@@ -298,10 +345,9 @@ mod tests {
     use std::io::Write;
     use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;
-    use std::sync::Arc;
 
     /// Two workers, both waiting on `rx` at first.
-    fn two_workers(rx: &UnixStream) -> Workers {
+    fn two_workers(rx: &UnixStream) -> Arc<Workers> {
         let workers = Workers::new(2, Duration::ZERO);
         workers.watch(rx.as_fd());
         workers
@@ -380,6 +426,18 @@ mod tests {
             assert!(eventually(|| workers.parked.load(Ordering::SeqCst) == 1));
             drop(tx);
             handle.join().unwrap();
+        });
+        // A worker thread leaving the session's loop releases parked workers at once.
+        let (mut tx3, rx3) = UnixStream::pair().unwrap();
+        let workers = two_workers(&rx3);
+        std::thread::scope(|scope| {
+            let (handle, _) = serve_in_thread(scope, &workers);
+            assert!(eventually(|| workers.parked.load(Ordering::SeqCst) == 1));
+            let start = Instant::now();
+            tx3.write_all(b"x").unwrap();
+            scope.spawn(|| drop(workers.serving())).join().unwrap();
+            handle.join().unwrap();
+            assert!(start.elapsed() < IDLE_CHECK);
         });
         // Something queued: the answering worker goes back instead of parking.
         let (tx2, rx2) = UnixStream::pair().unwrap();
