@@ -367,7 +367,7 @@ impl KernelFs {
     }
 
     /// Takes on the credentials of the request's caller. Hold the result until the request
-    /// is answered: dropping it watches the device for the next request.
+    /// is answered: its drop parks the worker or watches the device for the next request.
     fn caller(&self, req: &Request) -> Result<Serving<'_>, Errno> {
         let caller = if req.uid() == 0 && req.gid() == 0 {
             Caller::root()
@@ -686,6 +686,20 @@ macro_rules! try_reply {
     };
 }
 
+/// Takes on the caller's credentials, or answers the error and returns. Then binds `reply`
+/// again, after the guard, so that a reply a path forgot to send is answered (by its drop)
+/// before the guard's drop may park the worker.
+macro_rules! serve {
+    ($fs:ident, $req:ident, $reply:ident) => {
+        let _serving = try_reply!($reply, $fs.caller($req));
+        let $reply = $reply;
+    };
+    ($fs:ident, $req:ident, mut $reply:ident) => {
+        let _serving = try_reply!($reply, $fs.caller($req));
+        let mut $reply = $reply;
+    };
+}
+
 impl Filesystem for KernelFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // HANDLE_KILLPRIV_V2: clearing set-user-id/set-group-id bits and file capabilities on
@@ -725,7 +739,7 @@ impl Filesystem for KernelFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         match self.lookup_entry(parent, name) {
             Ok((attr, generation)) => reply.entry(&self.entry_ttl(parent), &attr, generation),
             // Node 0 is FUSE's "no such name", which the host caches like a found name and
@@ -749,7 +763,7 @@ impl Filesystem for KernelFs {
         fh: Option<fuser::FileHandle>,
         reply: ReplyAttr,
     ) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let result = (|| {
             if let Some(fh) = fh {
                 let file = self.file(fh)?;
@@ -781,7 +795,7 @@ impl Filesystem for KernelFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let attr = try_reply!(
             reply,
             self.do_setattr(ino, mode, uid, gid, size, atime, mtime, ctime, fh)
@@ -790,7 +804,7 @@ impl Filesystem for KernelFs {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let (_, fd) = try_reply!(reply, self.node_fd(ino));
         let mut buf = vec![0u8; libc::PATH_MAX as usize];
         let n = try_reply!(reply, sys::readlinkat(&*fd, c"", &mut buf));
@@ -807,7 +821,7 @@ impl Filesystem for KernelFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let (attr, generation) = try_reply!(
             reply,
             self.make_node(parent, name, |dir, name| sys::mknodat(
@@ -826,7 +840,7 @@ impl Filesystem for KernelFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let (attr, generation) = try_reply!(
             reply,
             self.make_node(parent, name, |dir, name| sys::mkdirat(dir, name, mode))
@@ -835,7 +849,7 @@ impl Filesystem for KernelFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let (_, dir) = try_reply!(reply, self.node_fd(parent));
         let name = try_reply!(reply, cname(name));
         try_reply!(reply, sys::unlinkat(&*dir, &name, 0));
@@ -843,7 +857,7 @@ impl Filesystem for KernelFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let (_, dir) = try_reply!(reply, self.node_fd(parent));
         let name = try_reply!(reply, cname(name));
         try_reply!(reply, sys::unlinkat(&*dir, &name, b::AT_REMOVEDIR as i32));
@@ -858,7 +872,7 @@ impl Filesystem for KernelFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let target = try_reply!(reply, cname(target.as_os_str()));
         let (attr, generation) = try_reply!(
             reply,
@@ -879,7 +893,7 @@ impl Filesystem for KernelFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let result = (|| {
             let (_, olddir) = self.node_fd(parent)?;
             let (_, newdir) = self.node_fd(newparent)?;
@@ -898,7 +912,7 @@ impl Filesystem for KernelFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let result = (|| {
             let (_, fd) = self.node_fd(ino)?;
             // Through the magic link: linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH.
@@ -911,7 +925,7 @@ impl Filesystem for KernelFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let (fh, fopen) = try_reply!(reply, self.do_open(ino, flags.0));
         reply.opened(fh, fopen);
     }
@@ -927,7 +941,7 @@ impl Filesystem for KernelFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let data = try_reply!(reply, self.do_read(fh, offset, size));
         reply.data(&data);
     }
@@ -944,7 +958,7 @@ impl Filesystem for KernelFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let n = try_reply!(reply, self.do_write(fh, offset, data));
         reply.written(n);
     }
@@ -962,7 +976,7 @@ impl Filesystem for KernelFs {
             // host checks its own writeback before it would have sent the request.
             return reply.error(fuser::Errno::ENOSYS);
         }
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         // close(2) of a duplicate reports what the filesystem's ->flush says (deferred
         // write errors) without closing the file the host still uses.
         let result = self
@@ -996,7 +1010,7 @@ impl Filesystem for KernelFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let file = try_reply!(reply, self.file(fh));
         let result = if datasync {
             sys::fdatasync(&file.fd)
@@ -1008,7 +1022,7 @@ impl Filesystem for KernelFs {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let flags = (b::O_RDONLY | b::O_DIRECTORY) as i32;
         let (fh, _) = try_reply!(reply, self.do_open(ino, flags));
         reply.opened(fh, FopenFlags::empty());
@@ -1020,9 +1034,9 @@ impl Filesystem for KernelFs {
         _ino: INodeNo,
         fh: fuser::FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, mut reply);
         let result = self.do_readdir(fh, offset, |e| {
             let name = OsStr::from_bytes(e.name.to_bytes());
             Ok(reply.add(INodeNo(e.ino), e.off as u64, dirent_type(e.d_type), name))
@@ -1037,9 +1051,9 @@ impl Filesystem for KernelFs {
         ino: INodeNo,
         fh: fuser::FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, mut reply);
         let parent = try_reply!(reply, self.node(ino));
         let ttl = self.entry_ttl(ino);
         let result = self.do_readdir(fh, offset, |e| {
@@ -1107,7 +1121,7 @@ impl Filesystem for KernelFs {
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let st = try_reply!(reply, sys::fstatfs(&**self.inodes.root_fd()));
         let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
         reply.statfs(
@@ -1132,7 +1146,7 @@ impl Filesystem for KernelFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let result = (|| {
             let XattrTarget { node, path, _fd } = self.xattr_target(ino)?;
             if node.is_symlink() {
@@ -1148,7 +1162,7 @@ impl Filesystem for KernelFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let result = (|| {
             let XattrTarget { node, path, _fd } = self.xattr_target(ino)?;
             if node.is_symlink() {
@@ -1170,7 +1184,7 @@ impl Filesystem for KernelFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let result = (|| {
             let XattrTarget { node, path, _fd } = self.xattr_target(ino)?;
             if node.is_symlink() {
@@ -1190,7 +1204,7 @@ impl Filesystem for KernelFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let result = (|| {
             let XattrTarget { node, path, _fd } = self.xattr_target(ino)?;
             if node.is_symlink() {
@@ -1203,7 +1217,7 @@ impl Filesystem for KernelFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let (_, fd) = try_reply!(reply, self.node_fd(ino));
         let flags = (b::AT_EMPTY_PATH | b::AT_EACCESS | b::AT_SYMLINK_NOFOLLOW) as i32;
         try_reply!(reply, sys::faccessat2(&*fd, c"", mask.bits(), flags));
@@ -1220,7 +1234,7 @@ impl Filesystem for KernelFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let (attr, generation, fh, fopen) =
             try_reply!(reply, self.do_create(parent, name, mode, flags));
         reply.created(&self.entry_ttl(parent), &attr, generation, fh, fopen);
@@ -1268,7 +1282,7 @@ impl Filesystem for KernelFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let result = (|| {
             let file = self.file(fh)?;
             let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
@@ -1293,7 +1307,7 @@ impl Filesystem for KernelFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let file = try_reply!(reply, self.file(fh));
         let whence = try_reply!(reply, u32::try_from(whence).map_err(|_| Errno::EINVAL));
         let pos = try_reply!(reply, sys::lseek(&file.fd, offset, whence));
@@ -1313,7 +1327,7 @@ impl Filesystem for KernelFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        let _serving = try_reply!(reply, self.caller(req));
+        serve!(self, req, reply);
         let result = (|| {
             let fin = self.file(fh_in)?;
             let fout = self.file(fh_out)?;
