@@ -252,14 +252,10 @@ print("explicit time on writable", t(lambda: os.utime(os.path.join(s, "writable"
 /// The host's read-ahead window of the mount (sysfs `read_ahead_kb` of its device). The
 /// device comes from mountinfo: root may not stat another user's FUSE mount.
 fn host_read_ahead_kib(mnt: &Path) -> u32 {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let device = mountinfo
-        .lines()
-        .rev()
-        .map(|l| l.split(' ').collect::<Vec<_>>())
-        .find(|f| f.len() > 4 && f[4] == fuse::path_str(mnt))
-        .map(|f| f[2].to_string())
-        .expect("the mount in mountinfo");
+    let device = fuse::mounts_at(mnt)
+        .pop()
+        .expect("the mount in mountinfo")
+        .device;
     let text = fs::read_to_string(format!("/sys/class/bdi/{device}/read_ahead_kb"))
         .expect("read_ahead_kb of the mount");
     text.trim().parse().expect("a number")

@@ -48,7 +48,7 @@ pub const DEFAULT_WATCHDOG_SECS: u32 = 60;
 
 /// `busy_poll=` default, in microseconds: longer than a caller such as `tar` or `find` takes
 /// between an answer and its next request on a busy two-CPU machine, and short enough that
-/// a window which sees no request wastes little (see `fs::busy_poll`).
+/// a window which sees no request wastes little (see `fs::workers`).
 pub const DEFAULT_BUSY_POLL_US: u32 = 50;
 
 /// Largest accepted `threads=`/`max_threads=`: each worker is a host thread plus a kernel
@@ -128,7 +128,7 @@ pub struct Config {
     /// the daemon (see `lkl::watchdog`); 0 turns the watchdog off.
     pub watchdog_secs: u32,
     /// `busy_poll=USECS`: how long a worker watches for the next request after answering
-    /// one before it sleeps (see `fs::busy_poll`); 0 turns this off.
+    /// one before it sleeps (see `fs::workers`); 0 turns this off.
     pub busy_poll_us: u32,
     /// `writeback_cache` / `no_writeback_cache` (default): whether the host may cache writes
     /// and send them in large batches (see `KernelFs::writeback_cache`).

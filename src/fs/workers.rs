@@ -255,35 +255,28 @@ impl BusyPoll {
         self.device.store(device.as_raw_fd(), Ordering::Release);
     }
 
+    /// The FUSE device, once the session has named it.
+    fn device(&self) -> Option<RawFd> {
+        Some(self.device.load(Ordering::Acquire)).filter(|fd| *fd >= 0)
+    }
+
     /// Whether a request waits on the device now.
     fn request_waiting(&self) -> bool {
-        let device = self.device.load(Ordering::Acquire);
-        device >= 0 && request_within(device, Duration::ZERO)
+        self.device().is_some_and(|device| poll_now(device) != 0)
     }
 
     /// Whether the session is over: the device reports an error (unmounted, aborted).
     fn device_closed(&self) -> bool {
-        let device = self.device.load(Ordering::Acquire);
-        if device < 0 {
-            return false;
-        }
-        let mut poll = libc::pollfd {
-            fd: device,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `poll` is one valid pollfd for the duration of the call; a zero timeout
-        // never sleeps.
-        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
-        ready < 0 || poll.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0
+        self.device().is_some_and(|device| {
+            poll_now(device) & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0
+        })
     }
 
     /// After an answer: returns once a request is waiting or the window has passed.
     pub fn after_answer(&self) {
-        let device = self.device.load(Ordering::Acquire);
-        if self.window.is_zero() || device < 0 {
+        let Some(device) = self.device().filter(|_| !self.window.is_zero()) else {
             return;
-        }
+        };
         if self.polling.swap(true, Ordering::Acquire) {
             return;
         }
@@ -307,19 +300,27 @@ impl BusyPoll {
     }
 }
 
+/// What `device` reports for POLLIN right now, without sleeping: 0 if nothing, POLLERR
+/// if poll(2) itself failed.
+fn poll_now(device: RawFd) -> libc::c_short {
+    let mut poll = libc::pollfd {
+        fd: device,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `poll` is one valid pollfd for the duration of the call; a zero timeout never
+    // sleeps. A descriptor closed meanwhile only yields POLLNVAL or an error.
+    match unsafe { libc::poll(&mut poll, 1, 0) } {
+        n if n < 0 => libc::POLLERR,
+        _ => poll.revents,
+    }
+}
+
 /// Whether `device` becomes readable within `window`, checking without sleeping.
 fn request_within(device: RawFd, window: Duration) -> bool {
     let deadline = Instant::now() + window;
     loop {
-        let mut poll = libc::pollfd {
-            fd: device,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `poll` is one valid pollfd for the duration of the call; a zero timeout
-        // never sleeps. A descriptor closed meanwhile only yields POLLNVAL or an error.
-        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
-        if ready != 0 {
+        if poll_now(device) != 0 {
             // A request, or an error the worker's next read will report.
             return true;
         }

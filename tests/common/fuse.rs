@@ -471,6 +471,8 @@ pub fn q(p: &Path) -> String {
 /// One line of /proc/self/mountinfo.
 #[derive(Debug, Clone)]
 pub struct MountInfo {
+    /// `major:minor` of the mounted device (for a FUSE mount, its sysfs `bdi` name).
+    pub device: String,
     pub mount_point: PathBuf,
     pub mount_options: String,
     pub fstype: String,
@@ -504,6 +506,7 @@ pub fn mounts() -> Vec<MountInfo> {
             let l: Vec<&str> = left.split(' ').collect();
             let r: Vec<&str> = right.split(' ').collect();
             Some(MountInfo {
+                device: l.get(2)?.to_string(),
                 mount_point: PathBuf::from(unescape(l.get(4)?)),
                 mount_options: l.get(5)?.to_string(),
                 fstype: r.first()?.to_string(),
