@@ -239,6 +239,30 @@ impl KernelSlice {
         io_result(n)
     }
 
+    /// One `preadv2(RWF_NOWAIT)` from `file` at `offset` into `slices`: reads only what the
+    /// host can hand over without waiting for its disk (its page cache). Returns the bytes
+    /// read (fewer than asked when only part is cached), or `EAGAIN` when none is.
+    pub fn read_vectored_cached(
+        slices: &[KernelSlice],
+        file: &File,
+        offset: u64,
+    ) -> io::Result<usize> {
+        let offset = file_offset(offset)?;
+        let iov = iovecs(slices);
+        // SAFETY: each iovec is a checked, writable kernel-memory slice (module invariant);
+        // the kernel writes only inside them.
+        let n = unsafe {
+            libc::preadv2(
+                file.as_raw_fd(),
+                iov.as_ptr(),
+                iov.len() as libc::c_int,
+                offset,
+                libc::RWF_NOWAIT,
+            )
+        };
+        io_result(n)
+    }
+
     /// One `pwritev` of `slices` (at most `IOV_MAX` of them) to `file` at `offset`; returns the
     /// bytes written.
     pub fn write_vectored_to(

@@ -24,6 +24,13 @@ pub trait DiskBackend: Send + Sync {
     fn write(&self, offset: u64, bufs: &[KernelSlice]) -> io::Result<()>;
     /// Makes every completed write durable.
     fn flush(&self) -> io::Result<()>;
+
+    /// Reads all of `bufs` at `offset` only if that needs no wait for a disk (the data is
+    /// in the host's page cache): true when done, false when the read must take the
+    /// ordinary way, [`DiskBackend::read`], which also reports any error.
+    fn read_cached(&self, _offset: u64, _bufs: &[KernelSlice]) -> bool {
+        false
+    }
     /// Deallocates a range (advisory: may do nothing).
     fn discard(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Zeroes a range; `may_unmap` allows deallocating it.
@@ -39,6 +46,8 @@ pub struct RawFile {
     punch_hole: AtomicBool,
     /// Whether `FALLOC_FL_ZERO_RANGE` still looks supported.
     zero_range: AtomicBool,
+    /// Whether the host still takes `RWF_NOWAIT` reads (see [`DiskBackend::read_cached`]).
+    nowait_reads: AtomicBool,
 }
 
 /// Zeroes written when the file system can neither punch holes nor zero ranges.
@@ -52,6 +61,7 @@ impl RawFile {
             size,
             punch_hole: AtomicBool::new(true),
             zero_range: AtomicBool::new(true),
+            nowait_reads: AtomicBool::new(true),
         }
     }
 
@@ -139,6 +149,23 @@ impl DiskBackend for RawFile {
 
     fn write(&self, offset: u64, bufs: &[KernelSlice]) -> io::Result<()> {
         self.whole(offset, bufs, KernelSlice::write_vectored_to)
+    }
+
+    fn read_cached(&self, offset: u64, bufs: &[KernelSlice]) -> bool {
+        if !self.nowait_reads.load(Ordering::Relaxed) {
+            return false;
+        }
+        let wanted: usize = bufs.iter().map(KernelSlice::len).sum();
+        match KernelSlice::read_vectored_cached(bufs, &self.file, offset) {
+            Ok(n) => n == wanted,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => {
+                tracing::debug!("image refuses reads that do not wait: {e}");
+                self.nowait_reads.store(false, Ordering::Relaxed);
+                false
+            }
+            // EAGAIN (not cached) and real errors alike: the ordinary read retries and reports.
+            Err(_) => false,
+        }
     }
 
     fn flush(&self) -> io::Result<()> {

@@ -114,6 +114,22 @@ fn check_ranges(
         .collect()
 }
 
+/// Runs a read of at most `max_bytes` at once if the host has its data cached (see
+/// [`DiskBackend::read_cached`]); returns the bytes written to the driver, or `None` when the
+/// request must go through [`execute`] (another type, larger, out of range, not cached).
+pub fn execute_cached(req: &Request, disk: &dyn DiskBackend, max_bytes: u64) -> Option<u32> {
+    if !matches!(req.kind, RequestType::In) {
+        return None;
+    }
+    let len = req.data_len();
+    if len > max_bytes {
+        return None;
+    }
+    let offset = byte_range(req.sector, len, disk.size()).ok()?;
+    disk.read_cached(offset, &req.data)
+        .then(|| u32::try_from(len).unwrap_or(u32::MAX))
+}
+
 /// Runs `req`; returns how many bytes were written into the driver's buffers (not counting
 /// the status byte).
 pub fn execute(req: &Request, disk: &dyn DiskBackend, ctx: &Context) -> Result<u32, RequestError> {

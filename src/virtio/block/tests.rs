@@ -270,6 +270,63 @@ fn indirect_chains_and_many_in_flight() {
     }
 }
 
+/// Records the name of the thread that raised each interrupt.
+#[derive(Default)]
+struct IrqThreads(Mutex<Vec<String>>);
+
+impl IrqThreads {
+    fn last(&self) -> String {
+        let raised = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        raised.last().cloned().unwrap_or_default()
+    }
+}
+
+impl crate::virtio::InterruptSink for IrqThreads {
+    fn raise(&self) {
+        let name = std::thread::current().name().unwrap_or("?").to_owned();
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(name);
+    }
+}
+
+#[test]
+fn cached_small_reads_complete_on_the_notifying_thread() {
+    let image = TempImage::new(16 * MIB);
+    let data = pattern(INLINE_READ_MAX as usize + 4096, 3);
+    image.write_at(0, &data); // now in the host's page cache
+    let dev = BlockDevice::open(&image.0, false).expect("open device");
+    let mem = KernelMemory::test_arena(8 * MIB as usize);
+    assert!(dev.transport().set_memory(mem));
+    let irqs = Arc::new(IrqThreads::default());
+    assert!(dev.set_interrupt_sink(irqs.clone()));
+    let mut d = MockDriver::new(&*dev, mem, |offered| offered).expect("driver init");
+    let me = std::thread::current()
+        .name()
+        .expect("test threads are named")
+        .to_owned();
+    let on_worker = |name: String| name.starts_with("lklfuse-blk-");
+
+    // A small cached read is copied and completed before QueueNotify returns.
+    let (st, back) = d.read(8, 8192, 2);
+    assert_eq!((st, &back[..]), (VIRTIO_BLK_S_OK, &data[4096..12288]));
+    assert_eq!(irqs.last(), me);
+
+    // Larger reads, writes, and reads that fail take a worker, which reports the error.
+    let (st, back) = d.read(0, data.len(), 4);
+    assert_eq!((st, back == data), (VIRTIO_BLK_S_OK, true));
+    assert!(on_worker(irqs.last()), "{}", irqs.last());
+    assert_eq!(d.write(0, &pattern(4096, 9), 1), VIRTIO_BLK_S_OK);
+    assert!(on_worker(irqs.last()), "{}", irqs.last());
+    assert_eq!(d.read(16 * MIB / 512 - 1, 1024, 1).0, VIRTIO_BLK_S_IOERR);
+    assert!(on_worker(irqs.last()), "{}", irqs.last());
+
+    // What the write changed is read back through the page cache at once.
+    assert_eq!(d.read(0, 4096, 1), (VIRTIO_BLK_S_OK, pattern(4096, 9)));
+    assert_eq!(irqs.last(), me);
+}
+
 #[test]
 fn flush_get_id_and_unknown_types() {
     let s = setup(MIB, false);
