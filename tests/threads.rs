@@ -1,5 +1,9 @@
 //! Many host threads in one kernel: each gets its own task, calls overlap
 //! safely, and a thread blocked inside the kernel does not stall the others.
+//!
+//! This kernel is booted with `lkl_cpu_spin_ns=0`: threads waiting for the CPU
+//! always sleep, never poll. Every other test binary runs the default, where
+//! one waiter polls first, so both ways of waiting are exercised under load.
 
 mod common;
 
@@ -7,8 +11,20 @@ use std::ffi::CString;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::{kernel, with_watchdog};
-use lklfuse::lkl::{self, bindings as b, sys, Errno};
+use common::with_watchdog;
+use lklfuse::lkl::{self, bindings as b, sys, BootOptions, Errno};
+
+/// The kernel of this test binary (see the module documentation).
+fn kernel() {
+    static KERNEL: std::sync::OnceLock<lkl::Kernel> = std::sync::OnceLock::new();
+    KERNEL.get_or_init(|| {
+        lkl::boot(&BootOptions {
+            cmdline: "lkl_cpu_spin_ns=0".into(),
+            ..BootOptions::default()
+        })
+        .expect("kernel boots")
+    });
+}
 
 const THREADS: usize = 8;
 const SYSCALLS_PER_THREAD: usize = 10_000;
