@@ -758,6 +758,72 @@ fn ext4_mmap_and_renameat2() {
     });
 }
 
+/// Listings (READDIRPLUS) hand the host each entry's attributes; for nodes it already knows
+/// the daemon checks cheaply that a name still leads to the same inode. After renames over
+/// existing names, hard links, removals whose inode numbers get reused and size changes,
+/// with more files than the daemon keeps descriptors for, every listed entry must show the
+/// attributes of the file now behind its name.
+#[test]
+fn ext4_listings_follow_renames_links_and_reused_inode_numbers() {
+    fuse_test(FILE, "ext4_listings", LIMIT, |dir| {
+        let img = dir.join("ext4.img");
+        make_fs(Fs::Ext4, &img, &dir);
+        let mnt = subdir(&dir, "mnt", 0o755, None);
+        let d = start(&img, &mnt, &["type=ext4"]);
+        let check = r#"
+import os, sys
+m = sys.argv[1] + "/many"
+os.mkdir(m)
+N = 1200  # more files than the daemon keeps kernel descriptors for (1024)
+def write(name, size):
+    with open(f"{m}/{name}", "wb") as f:
+        f.write(b"x" * size)
+def listing():
+    out = {}
+    for e in os.scandir(m):
+        st = e.stat(follow_symlinks=False)
+        assert st.st_ino == e.inode(), (e.name, st.st_ino, e.inode())
+        out[e.name] = (st.st_ino, st.st_size, st.st_nlink)
+    return out
+def expect(got, want, what):
+    bad = {n: (got.get(n), w) for n, w in want.items() if got.get(n) != w}
+    extra = set(got) - set(want)
+    assert not bad and not extra, (what, list(bad.items())[:5], sorted(extra)[:5])
+for i in range(N):
+    write(f"f{i}", i + 1)
+first = listing()
+want = {f"f{i}": (first[f"f{i}"][0], i + 1, 1) for i in range(N)}
+expect(first, want, "first listing")
+expect(listing(), want, "second listing")
+os.replace(f"{m}/f1", f"{m}/f0")
+want["f0"] = want.pop("f1")
+os.link(f"{m}/f2", f"{m}/h2")
+want["f2"] = want["h2"] = (want["f2"][0], 3, 2)
+for i in range(3, 11):
+    os.unlink(f"{m}/f{i}")
+    del want[f"f{i}"]
+for k in range(8):
+    write(f"n{k}", 5000 + k)
+with open(f"{m}/f11", "ab") as f:
+    f.write(b"y" * 9987)
+want["f11"] = (want["f11"][0], 9999, 1)
+after = listing()
+for k in range(8):
+    want[f"n{k}"] = (after[f"n{k}"][0], 5000 + k, 1)
+expect(after, want, "after the changes")
+expect(listing(), want, "listed again")
+for n, (ino, size, _) in want.items():
+    st = os.stat(f"{m}/{n}")
+    assert (st.st_ino, st.st_size) == (ino, size), (n, st.st_ino, st.st_size, ino, size)
+print(len(want))
+"#;
+        let out = py(check, &[fuse::path_str(&mnt)]).expect_ok();
+        assert_eq!(out.trim(), "1200", "files listed at the end");
+        d.stop();
+        fsck_clean(Fs::Ext4, &img);
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Other writable filesystems, mounted with type autodetection
 

@@ -180,6 +180,57 @@ impl InodeTable {
         })
     }
 
+    /// Like [`InodeTable::lookup`] for a directory entry whose inode number `ino` came with
+    /// it (`getdents64`): when a node with that number is already known, first checks that
+    /// the name still leads to it, which takes one `statx` (and a reopen by handle if its
+    /// descriptor is no longer cached) instead of an open, a `statx`, a handle and a close.
+    /// Listing a directory again, or removing a tree the host has seen, is mostly that.
+    pub fn lookup_entry(&self, parent: &Arc<Inode>, name: &CStr, ino: u64) -> Result<Found, Errno> {
+        let known = {
+            let maps = self.maps.read().unwrap_or_else(|e| e.into_inner());
+            maps.by_id.get(&ino).cloned()
+        };
+        if let Some(known) = known {
+            if let Some(found) = self.revalidate(parent, name, &known)? {
+                return Ok(found);
+            }
+        }
+        self.lookup(parent, name)
+    }
+
+    /// `Some` if `name` in `parent` is still the live inode behind `known` (its lookup count
+    /// then raised by one), `None` if that cannot be shown cheaply.
+    fn revalidate(
+        &self,
+        parent: &Arc<Inode>,
+        name: &CStr,
+        known: &Arc<Inode>,
+    ) -> Result<Option<Found>, Errno> {
+        let dir = self.fd(parent)?;
+        let stat = sys::statx(&*dir, name, b::AT_SYMLINK_NOFOLLOW as i32, STATX_MASK)?;
+        if key_of(&stat) != known.key {
+            return Ok(None);
+        }
+        // The number was `known`'s at the statx only if `known` was alive then: a live
+        // inode keeps its number to itself. Holding a descriptor on it now shows that it is
+        // (a reopen by handle fails once it is gone, or its number was reused).
+        if self.fd(known).is_err() {
+            return Ok(None);
+        }
+        let maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
+        match maps.by_id.get(&known.id) {
+            Some(current) if Arc::ptr_eq(current, known) => {
+                known.lookups.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(Found {
+                    inode: known.clone(),
+                    stat,
+                }))
+            }
+            // Forgotten meanwhile: register it again the full way.
+            _ => Ok(None),
+        }
+    }
+
     fn insert(&self, fd: KernelFd, stat: &Statx, handle: Option<FileHandle>) -> Arc<Inode> {
         let key = key_of(stat);
         let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
