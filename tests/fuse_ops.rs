@@ -276,6 +276,9 @@ fn ext4_files_links_times_and_errors() {
                 "os.rmdir(m + '/d1/moved.bin')",
                 "os.unlink(m + '/d1')",
                 "os.rename(m + '/x', m + '/x/y/inside')",
+                // isatty (TCGETS) and lsattr (FS_IOC_GETFLAGS): no ioctl is served.
+                "__import__('fcntl').ioctl(os.open(m + '/d1/moved.bin', 0), 0x5401, bytes(60))",
+                "__import__('fcntl').ioctl(os.open(m + '/d1/moved.bin', 0), 0x80086601, bytes(8))",
             ],
         );
         assert_eq!(
@@ -288,11 +291,13 @@ fn ext4_files_links_times_and_errors() {
                 "ENOTDIR",
                 "ENOTDIR",
                 "EISDIR",
-                "EINVAL"
+                "EINVAL",
+                "ENOTTY",
+                "ENOTTY"
             ],
             "errno seen by python3 for: open missing, mkdir existing, rmdir non-empty, \
              open dir for writing, open below a file, rmdir a file, unlink a dir, \
-             rename a dir below itself"
+             rename a dir below itself, two ioctls"
         );
 
         // copy_file_range.

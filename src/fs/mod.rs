@@ -1161,6 +1161,27 @@ impl Filesystem for KernelFs {
         reply.ok();
     }
 
+    /// No ioctl reaches the kernel here; each is refused with `ENOTTY`, which is also what
+    /// the host makes of "not implemented". Answered here rather than by fuser's default
+    /// because programs ask one on nearly every open (Python's `open()` calls `isatty`), and
+    /// the default logs a line and skips the worker bookkeeping (see [`workers`]): the
+    /// answer took three times as long as a `getxattr`.
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: fuser::FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        let _serving = self.workers.serving();
+        reply.error(fuser::Errno::ENOTTY);
+    }
+
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         serve!(self, req, reply);
         let result = (|| {
