@@ -166,16 +166,17 @@ impl std::fmt::Debug for BlockDevice {
 }
 
 impl BlockDevice {
-    /// Read requests and write/flush/discard requests the image failed since attaching. A
-    /// failed write means the filesystem inside may have lost data it was told was safe
-    /// (the kernel reports it to the caller, but filesystems also write on their own).
-    /// Runs `hook` on the submitting thread each time the kernel hands the device requests,
-    /// that is, when some kernel task is about to wait for the image. Only the first hook
-    /// set counts. It must be quick and must not call into the kernel.
+    /// Runs `hook` on the submitting thread each time the kernel hands the device requests
+    /// it does not complete at once, that is, when some kernel task is about to wait for
+    /// the image. Only the first hook set counts. It must be quick and must not call into
+    /// the kernel.
     pub fn on_submit(&self, hook: SubmitHook) {
         let _ = self.block.on_submit.set(hook);
     }
 
+    /// Read requests and write/flush/discard requests the image failed since attaching. A
+    /// failed write means the filesystem inside may have lost data it was told was safe
+    /// (the kernel reports it to the caller, but filesystems also write on their own).
     pub fn failed_requests(&self) -> (u64, u64) {
         (
             self.block.failures.reads.load(Ordering::Relaxed),
