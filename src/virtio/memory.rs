@@ -224,28 +224,25 @@ impl KernelSlice {
         file: &File,
         offset: u64,
     ) -> io::Result<usize> {
-        let offset = file_offset(offset)?;
-        let iov = iovecs(slices);
-        // SAFETY: each iovec is a checked, writable kernel-memory slice (module invariant);
-        // the kernel writes only inside them.
-        let n = unsafe {
-            libc::preadv(
-                file.as_raw_fd(),
-                iov.as_ptr(),
-                iov.len() as libc::c_int,
-                offset,
-            )
-        };
-        io_result(n)
+        Self::preadv2(slices, file, offset, 0)
     }
 
-    /// One `preadv2(RWF_NOWAIT)` from `file` at `offset` into `slices`: reads only what the
-    /// host can hand over without waiting for its disk (its page cache). Returns the bytes
-    /// read (fewer than asked when only part is cached), or `EAGAIN` when none is.
+    /// Like [`KernelSlice::read_vectored_from`] with `RWF_NOWAIT`: reads only what the host
+    /// can hand over without waiting for its disk (its page cache). Returns the bytes read
+    /// (fewer than asked when only part is cached), or `EAGAIN` when none is.
     pub fn read_vectored_cached(
         slices: &[KernelSlice],
         file: &File,
         offset: u64,
+    ) -> io::Result<usize> {
+        Self::preadv2(slices, file, offset, libc::RWF_NOWAIT)
+    }
+
+    fn preadv2(
+        slices: &[KernelSlice],
+        file: &File,
+        offset: u64,
+        flags: libc::c_int,
     ) -> io::Result<usize> {
         let offset = file_offset(offset)?;
         let iov = iovecs(slices);
@@ -257,7 +254,7 @@ impl KernelSlice {
                 iov.as_ptr(),
                 iov.len() as libc::c_int,
                 offset,
-                libc::RWF_NOWAIT,
+                flags,
             )
         };
         io_result(n)
