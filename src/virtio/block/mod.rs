@@ -47,7 +47,7 @@ use self::worker::WorkerPool;
 use super::features::{bit, VIRTIO_F_VERSION_1, VIRTIO_RING_F_INDIRECT_DESC};
 use super::memory::KernelMemory;
 use super::mmio::{ActivateError, MmioTransport, VirtioDevice, MMIO_REGION_SIZE};
-use super::queue::{self, AvailItem, AvailRing, DescriptorChain, QueueConfig, UsedRing};
+use super::queue::{self, AvailItem, AvailRing, ChainError, QueueConfig, UsedRing};
 use super::{Interrupt, KernelIrq};
 use crate::lkl::{self, MmioDevice, MmioError, MmioRegion};
 
@@ -582,9 +582,10 @@ impl VirtioDevice for Block {
             match q.avail.pop() {
                 Ok(None) => break,
                 Ok(Some(item)) => {
-                    if let AvailItem::Chain(chain) = &item {
-                        if let Some(len) = shared.serve_cached(chain) {
-                            done.push((chain.head, len));
+                    let (head, parsed) = shared.parse(item);
+                    if let Parsed::Request(req) = &parsed {
+                        if let Some(len) = shared.serve_cached(req) {
+                            done.push((head, len));
                             continue;
                         }
                     }
@@ -592,9 +593,9 @@ impl VirtioDevice for Block {
                     self.inflight.start();
                     let shared = shared.clone();
                     match self.pool.get() {
-                        Some(pool) => pool.submit(move || shared.serve(item)),
+                        Some(pool) => pool.submit(move || shared.serve(head, parsed)),
                         // Not reached: queues are notified only after activation.
-                        None => shared.serve(item),
+                        None => shared.serve(head, parsed),
                     }
                 }
                 Err(e) => {
@@ -623,53 +624,69 @@ impl VirtioDevice for Block {
     }
 }
 
+/// A popped chain, parsed (no I/O yet).
+enum Parsed {
+    Request(Request),
+    /// Not a valid request; the status byte, if usable, reports an error.
+    Malformed(Malformed),
+    /// The chain itself cannot be walked: it goes back with length 0.
+    Unwalkable(ChainError),
+}
+
 impl QueueShared {
-    /// Runs one popped chain to completion (on a worker).
-    fn serve(&self, item: AvailItem) {
-        let (head, len) = match item {
-            AvailItem::Chain(chain) => (chain.head, self.process(&chain)),
-            AvailItem::Malformed(head, e) => {
-                tracing::warn!("virtio-blk: returning unusable descriptor chain {head}: {e}");
-                (head, 0)
+    /// Parses a popped chain; returns its head with the outcome.
+    fn parse(&self, item: AvailItem) -> (u16, Parsed) {
+        match item {
+            AvailItem::Chain(chain) => {
+                let parsed = match Request::parse(&chain.descriptors, &self.mem, self.limits) {
+                    Ok(req) => Parsed::Request(req),
+                    Err(malformed) => Parsed::Malformed(malformed),
+                };
+                (chain.head, parsed)
             }
-        };
+            AvailItem::Malformed(head, e) => (head, Parsed::Unwalkable(e)),
+        }
+    }
+
+    /// Runs one parsed chain to completion (on a worker).
+    fn serve(&self, head: u16, parsed: Parsed) {
+        let len = self.process(head, parsed);
         self.complete(&[(head, len)]);
         self.inflight.finish();
     }
 
     /// Serves a small read at once, on the notifying thread, when the host has its data
     /// cached: no hand-over to a worker and back, which costs two thread wake-ups, far more
-    /// than the copy. Returns the used length, or `None` if the chain must go to a worker.
-    fn serve_cached(&self, chain: &DescriptorChain) -> Option<u32> {
-        let req = Request::parse(&chain.descriptors, &self.mem, self.limits).ok()?;
-        let len = execute::execute_cached(&req, &*self.disk, INLINE_READ_MAX)?;
+    /// than the copy. Returns the used length, or `None` if the request must go to a worker.
+    fn serve_cached(&self, req: &Request) -> Option<u32> {
+        let len = execute::execute_cached(req, &*self.disk, INLINE_READ_MAX)?;
         req.status.copy_from(&[execute::status(&Ok(len))]);
         Some(len.saturating_add(1))
     }
 
-    /// Parses and executes a chain; returns the used length (bytes written to the driver).
-    fn process(&self, chain: &DescriptorChain) -> u32 {
-        let req = match Request::parse(&chain.descriptors, &self.mem, self.limits) {
-            Ok(req) => req,
-            Err(Malformed {
+    /// Executes a parsed chain; returns the used length (bytes written to the driver).
+    fn process(&self, head: u16, parsed: Parsed) -> u32 {
+        let req = match parsed {
+            Parsed::Request(req) => req,
+            Parsed::Malformed(Malformed {
                 status: Some(status),
                 error,
             }) => {
-                tracing::warn!(
-                    "virtio-blk: malformed request (chain {}): {error}",
-                    chain.head
-                );
+                tracing::warn!("virtio-blk: malformed request (chain {head}): {error}");
                 status.copy_from(&[VIRTIO_BLK_S_IOERR]);
                 return 1;
             }
-            Err(Malformed {
+            Parsed::Malformed(Malformed {
                 status: None,
                 error,
             }) => {
                 tracing::warn!(
-                    "virtio-blk: request without a usable status byte (chain {}): {error}",
-                    chain.head
+                    "virtio-blk: request without a usable status byte (chain {head}): {error}"
                 );
+                return 0;
+            }
+            Parsed::Unwalkable(e) => {
+                tracing::warn!("virtio-blk: returning unusable descriptor chain {head}: {e}");
                 return 0;
             }
         };
