@@ -185,7 +185,12 @@ impl InodeTable {
     /// the name still leads to it, which takes one `statx` (and a reopen by handle if its
     /// descriptor is no longer cached) instead of an open, a `statx`, a handle and a close.
     /// Listing a directory again, or removing a tree the host has seen, is mostly that.
-    pub fn lookup_entry(&self, parent: &Arc<Inode>, name: &CStr, ino: u64) -> Result<Found, Errno> {
+    pub fn lookup_listed(
+        &self,
+        parent: &Arc<Inode>,
+        name: &CStr,
+        ino: u64,
+    ) -> Result<Found, Errno> {
         let known = {
             let maps = self.maps.read().unwrap_or_else(|e| e.into_inner());
             maps.by_id.get(&ino).cloned()

@@ -1071,7 +1071,7 @@ impl Filesystem for KernelFs {
                     Generation(0),
                 ));
             }
-            let found = match self.inodes.lookup_entry(&parent, e.name, e.ino) {
+            let found = match self.inodes.lookup_listed(&parent, e.name, e.ino) {
                 Ok(found) => found,
                 // Removed since getdents64 saw it: not there any more.
                 Err(Errno::ENOENT) => return Ok(false),

@@ -185,7 +185,8 @@ impl Disk {
         &self.path
     }
 
-    /// Runs `hook` whenever the kernel submits requests to this disk (see
+    /// Runs `hook` whenever the kernel submits requests to this disk that it does not
+    /// complete at once (see
     /// [`BlockDevice::on_submit`](crate::virtio::block::BlockDevice::on_submit)).
     pub fn on_submit(&self, hook: crate::virtio::block::SubmitHook) {
         self.device.on_submit(hook);
