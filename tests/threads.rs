@@ -12,18 +12,11 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::with_watchdog;
-use lklfuse::lkl::{self, bindings as b, sys, BootOptions, Errno};
+use lklfuse::lkl::{self, bindings as b, sys, Errno};
 
 /// The kernel of this test binary (see the module documentation).
 fn kernel() {
-    static KERNEL: std::sync::OnceLock<lkl::Kernel> = std::sync::OnceLock::new();
-    KERNEL.get_or_init(|| {
-        lkl::boot(&BootOptions {
-            cmdline: "lkl_cpu_spin_ns=0".into(),
-            ..BootOptions::default()
-        })
-        .expect("kernel boots")
-    });
+    common::kernel_with("lkl_cpu_spin_ns=0");
 }
 
 const THREADS: usize = 8;

@@ -17,8 +17,14 @@ use lklfuse::lkl::{self, bindings as b, sys, BootOptions, Errno, Kernel};
 
 /// The process's kernel, booted on first use.
 pub fn kernel() -> Kernel {
-    static KERNEL: OnceLock<Kernel> = OnceLock::new();
-    *KERNEL.get_or_init(|| {
+    kernel_with("")
+}
+
+/// The process's kernel, booted on first use with `cmdline` added to the kernel command
+/// line. There is one kernel per process, so a test binary uses one command line.
+pub fn kernel_with(cmdline: &str) -> Kernel {
+    static KERNEL: OnceLock<(String, Kernel)> = OnceLock::new();
+    let (booted_with, kernel) = KERNEL.get_or_init(|| {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -26,8 +32,20 @@ pub fn kernel() -> Kernel {
             )
             .with_test_writer()
             .try_init();
-        lkl::boot(&BootOptions::default()).expect("kernel boots")
-    })
+        let options = BootOptions {
+            cmdline: cmdline.to_owned(),
+            ..BootOptions::default()
+        };
+        (
+            cmdline.to_owned(),
+            lkl::boot(&options).expect("kernel boots"),
+        )
+    });
+    assert_eq!(
+        booted_with, cmdline,
+        "one kernel command line per test binary"
+    );
+    *kernel
 }
 
 /// Runs `work` on its own thread and aborts the whole test process if it
