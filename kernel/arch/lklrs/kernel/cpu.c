@@ -161,6 +161,11 @@ int lkl_cpu_try_get(void)
  * interrupts, or by the system call itself) run before the host thread
  * returns to its own code. Returns true with cpu.lock held if the caller
  * still owns the CPU, false if the CPU was handed to another task.
+ *
+ * single_task_running() must count only tasks that want to run: with the
+ * scheduler's delayed dequeue a task that just blocked still counts, and
+ * nearly every call would end with a switch to the idle task (two host
+ * wake-ups). patches/0004 turns delayed dequeue off.
  */
 static bool lkl_cpu_drain(void)
 {
