@@ -283,13 +283,19 @@ impl InodeTable {
         };
         let left = inode.lookups.load(Ordering::Relaxed).saturating_sub(n);
         inode.lookups.store(left, Ordering::Relaxed);
-        if left == 0 {
-            let key = inode.key;
-            maps.by_id.remove(&id);
-            if maps.by_key.get(&key) == Some(&id) {
-                maps.by_key.remove(&key);
-            }
+        if left > 0 {
+            return;
         }
+        let key = inode.key;
+        let gone = maps.by_id.remove(&id);
+        if maps.by_key.get(&key) == Some(&id) {
+            maps.by_key.remove(&key);
+        }
+        drop(maps);
+        // The last reference closes the node's descriptor, and the kernel may then free the
+        // inode (all the blocks of a removed file): not while every request waits for the
+        // table.
+        drop(gone);
     }
 
     /// Number of nodes known (root included).
