@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{kernel, mount_proc_and_sys, read_file};
@@ -255,7 +256,6 @@ fn watchdog_samples_show_a_free_cpu_and_hand_overs() {
 /// counted as runnable, caused that after nearly every call.
 #[test]
 fn calls_taking_turns_do_not_switch_to_the_idle_task() {
-    use std::sync::mpsc;
     kernel();
     const CALLS: u64 = 2000;
     // Other tests of this file may call in meanwhile and add hand-overs: keep the best try.
