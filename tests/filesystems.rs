@@ -18,13 +18,15 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::images::{self, Fs, Reference};
+use lklfuse::lkl::abi::FileHandle;
 use lklfuse::lkl::disk::{self, Disk, MountOptions};
-use lklfuse::lkl::{sys, Errno};
+use lklfuse::lkl::{self, bindings as b, sys, Errno};
 
 const SPARSE: u64 = 64 << 20;
 const SOURCE_SEED: u64 = 1;
@@ -244,6 +246,7 @@ fn read_write_case(key: &str) {
             images::populate_kernel(&mp, &images::mutation_ops(SOURCE_SEED), &spec)
                 .unwrap_or_else(|e| panic!("{key}: {e}"));
         }
+        check_statx_by_handle(&key, &mp);
         let (expect_orig, expect_written) = expected_trees(s, &key, fs, case.src.is_some());
         let check_kernel = |mp: &str, when: &str| {
             images::assert_same(
@@ -312,6 +315,73 @@ fn read_write_case(key: &str) {
         m.unmount()
             .unwrap_or_else(|e| panic!("{key}: unmount: {e}"));
     });
+}
+
+/// `statx_by_handle` (this kernel's own call) answers what `statx` answers, also for a task
+/// acting with an unprivileged caller's filesystem ids (where `open_by_handle_at` is refused),
+/// and says `ESTALE` once the inode is gone. The file it makes is gone again afterwards.
+fn check_statx_by_handle(key: &str, mp: &str) {
+    let path = CString::new(format!("{mp}/by-handle")).expect("no NUL in the path");
+    let flags = (b::O_CREAT | b::O_WRONLY | b::O_EXCL) as i32;
+    let fd = sys::openat(lkl::CWD, &path, flags, 0o640).expect("create");
+    sys::write(&fd, b"twelve bytes").expect("write");
+    sys::fsync(&fd).expect("fsync");
+    drop(fd);
+    let handle = match sys::name_to_handle_at(lkl::CWD, &path, 0) {
+        Ok((handle, _)) => handle,
+        Err(Errno::EOPNOTSUPP) => {
+            println!("NOTE {key}: no file handles, statx_by_handle not checked");
+            sys::unlinkat(lkl::CWD, &path, 0).expect("unlink");
+            return;
+        }
+        Err(e) => panic!("{key}: name_to_handle_at: {e}"),
+    };
+    let root = CString::new(mp).expect("no NUL in the path");
+    let root = sys::openat(lkl::CWD, &root, b::O_RDONLY as i32, 0).expect("open root");
+
+    let mask = b::STATX_BASIC_STATS | b::STATX_BTIME;
+    let nofollow = b::AT_SYMLINK_NOFOLLOW as i32;
+    let mut direct = sys::statx(lkl::CWD, &path, nofollow, mask).expect("statx");
+    // A handle names an inode, not a place in the mount tree: no mount id.
+    direct.mask &= !b::STATX_MNT_ID;
+    direct.mnt_id = 0;
+    let by_handle = sys::statx_by_handle(&root, &handle, mask);
+    assert_eq!(by_handle, Ok(direct), "{key}: statx_by_handle");
+    assert_eq!(direct.size, 12, "{key}");
+
+    // A worker acting for uid 1000 has CAP_DAC_READ_SEARCH only in its permitted set.
+    let (opened, stat) = std::thread::scope(|s| {
+        s.spawn(|| {
+            sys::setfsuid(1000).expect("setfsuid");
+            let path_flags = (b::O_PATH | b::O_CLOEXEC) as i32;
+            let opened = sys::open_by_handle_at(&root, &handle, path_flags).map(drop);
+            (opened, sys::statx_by_handle(&root, &handle, mask))
+        })
+        .join()
+        .expect("worker thread")
+    });
+    assert_eq!(
+        opened,
+        Err(Errno::EPERM),
+        "{key}: open_by_handle_at as uid 1000"
+    );
+    assert_eq!(stat, Ok(direct), "{key}: statx_by_handle as uid 1000");
+
+    let empty = FileHandle {
+        handle_type: handle.handle_type,
+        bytes: Box::new([]),
+    };
+    assert_eq!(
+        sys::statx_by_handle(&root, &empty, mask),
+        Err(Errno::EINVAL),
+        "{key}: an empty handle"
+    );
+    sys::unlinkat(lkl::CWD, &path, 0).expect("unlink");
+    assert_eq!(
+        sys::statx_by_handle(&root, &handle, mask),
+        Err(Errno::ESTALE),
+        "{key}: statx_by_handle after unlink"
+    );
 }
 
 /// `debugfs -R cat` reads a file of the image without any kernel.

@@ -227,3 +227,61 @@ fn allow_other_enforces_each_callers_credentials() {
         d.stop();
     });
 }
+
+/// More files than the daemon keeps descriptors for ([`FD_CACHE_MAX`]): the host asks for the
+/// attributes of nodes whose descriptors have left the cache, and gets them by handle, also
+/// while the worker acts with an unprivileged caller's ids.
+#[test]
+fn stat_beyond_the_descriptor_cache() {
+    use lklfuse::fs::inode::FD_CACHE_MAX;
+    fuse_test(FILE, "stat_many", LIMIT, |dir| {
+        let img = dir.join("many.img");
+        make_fs(Fs::Ext4, &img, &dir);
+        let mnt = subdir(&dir, "mnt", 0o755, None);
+        let d = Daemon::start(&img, &mnt, &["type=ext4", "allow_other"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let shared = mnt.join("shared");
+        fs::create_dir(&shared).expect("mkdir shared");
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).expect("chmod 0777");
+        let s = fuse::path_str(&shared).to_string();
+        let files = (FD_CACHE_MAX + 300).to_string();
+
+        // Writing invalidates the host's cached attributes, so every stat below is a GETATTR;
+        // by then the first files' descriptors were pushed out by the later ones.
+        let out = py_as(
+            A,
+            A,
+            &[],
+            "import os, sys\nd, n = sys.argv[1], int(sys.argv[2])\n\
+             for i in range(n):\n    \
+             with open(f'{d}/f{i}', 'w') as f: f.write('x' * (i % 97 + 1))\n\
+             bad = [i for i in range(n)\n       \
+             if (lambda st: (st.st_size, st.st_uid, st.st_mode & 0o777))(os.stat(f'{d}/f{i}'))\n       \
+             != (i % 97 + 1, 2001, 0o644)]\n\
+             print(len(bad), bad[:5])",
+            &[&s, &files],
+        );
+        assert!(out.ok(), "uid {A} writes and stats: {}", out.describe());
+        assert_eq!(out.stdout.trim(), "0 []", "files with wrong attributes");
+
+        // Another user sees a change made after the first stat (the host asks again once
+        // the change invalidated its copy).
+        let first = shared.join("f0");
+        fs::write(&first, "grown to a longer size").expect("rewrite f0");
+        let out = py_as(
+            B,
+            B,
+            &[],
+            "import os, sys\nst = os.stat(sys.argv[1])\nprint(st.st_size, st.st_uid)",
+            &[fuse::path_str(&first)],
+        );
+        assert_eq!(
+            out.stdout.trim(),
+            "22 2001",
+            "uid {B} stats f0: {}",
+            out.describe()
+        );
+        drop(d);
+        fsck_clean(Fs::Ext4, &img);
+    });
+}

@@ -147,6 +147,21 @@ impl InodeTable {
         Ok(fd)
     }
 
+    /// The attributes of `inode`. A handle-backed node whose descriptor has left the cache is
+    /// stat'ed by handle in one kernel call, without reopening it (a stat is no reason to
+    /// push another node's descriptor out of the cache).
+    pub fn stat(&self, inode: &Arc<Inode>) -> Result<Statx, Errno> {
+        let fd = match &inode.pinned {
+            Some(fd) => Some(fd.clone()),
+            None => lock(&inode.cached).clone(),
+        };
+        match (fd, &inode.handle) {
+            (Some(fd), _) => stat_fd(&fd),
+            (None, Some(handle)) => sys::statx_by_handle(&*self.mount_fd, handle, STATX_MASK),
+            (None, None) => Err(Errno::ESTALE),
+        }
+    }
+
     fn cache_fd(&self, inode: &Arc<Inode>, fd: Arc<KernelFd>) {
         {
             let mut cached = lock(&inode.cached);

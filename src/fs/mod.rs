@@ -770,8 +770,9 @@ impl Filesystem for KernelFs {
                 let st = sys::statx(&file.fd, c"", b::AT_EMPTY_PATH as i32, inode::STATX_MASK)?;
                 return Ok(attr(ino.0, &st));
             }
-            let (node, fd) = self.node_fd(ino)?;
-            self.stat_node(&node, &fd)
+            let node = self.node(ino)?;
+            // The root keeps FUSE's node id 1 as its number: the host set it at mount time.
+            Ok(attr(node.id, &self.inodes.stat(&node)?))
         })();
         let attr = try_reply!(reply, result);
         reply.attr(&self.cache_ttl(), &attr);

@@ -33,6 +33,9 @@
 const lkl_syscall_fn lkl_syscall_table[__NR_syscalls] = {
 	[0 ... __NR_syscalls - 1] = (lkl_syscall_fn)sys_ni_syscall,
 #include <asm/syscall_table_64.h>
+#ifdef CONFIG_FHANDLE
+	[__NR_lklrs_statx_handle] = (lkl_syscall_fn)sys_lklrs_statx_handle,
+#endif
 };
 
 static struct task_struct *host0;	/* pid 1: parent of host tasks */
