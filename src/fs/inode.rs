@@ -162,6 +162,17 @@ impl InodeTable {
         }
     }
 
+    /// Whether `inode` is live now: it holds a descriptor, or its handle still names it.
+    fn alive(&self, inode: &Arc<Inode>) -> bool {
+        if inode.pinned.is_some() || lock(&inode.cached).is_some() {
+            return true;
+        }
+        inode.handle.as_ref().is_some_and(|handle| {
+            sys::statx_by_handle(&*self.mount_fd, handle, 0)
+                .is_ok_and(|st| key_of(&st) == inode.key)
+        })
+    }
+
     fn cache_fd(&self, inode: &Arc<Inode>, fd: Arc<KernelFd>) {
         {
             let mut cached = lock(&inode.cached);
@@ -232,9 +243,10 @@ impl InodeTable {
             return Ok(None);
         }
         // The number was `known`'s at the statx only if `known` was alive then: a live
-        // inode keeps its number to itself. Holding a descriptor on it now shows that it is
-        // (a reopen by handle fails once it is gone, or its number was reused).
-        if self.fd(known).is_err() {
+        // inode keeps its number to itself. A descriptor on it, or its handle still naming
+        // an inode now, shows that it is (a handle fails once the inode is gone, or its
+        // number was reused).
+        if !self.alive(known) {
             return Ok(None);
         }
         let maps = self.maps.write().unwrap_or_else(|e| e.into_inner());

@@ -752,8 +752,12 @@ impl Filesystem for KernelFs {
         }
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+    // A forget has no answer, but the worker polls after it as after an answer: the host
+    // sends one right after it has answered an unlink or rmdir (when it drops the removed
+    // inode), and the caller's next request follows at once.
+    fn forget(&self, req: &Request, ino: INodeNo, nlookup: u64) {
         self.inodes.forget(ino.0, nlookup);
+        self.workers.after_forget(req.unique().0);
     }
 
     fn getattr(

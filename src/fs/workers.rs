@@ -9,7 +9,9 @@
 //! arrives meanwhile is read at once, and nobody has to be woken. The window costs CPU only
 //! while requests keep coming: a window that ends with no request makes the next ones rarer
 //! (skip 2, 4, ... up to [`MAX_SKIP`] answers), and only one worker polls at a time. Each
-//! check yields the host CPU, so a caller that shares the worker's CPU runs at once.
+//! check yields the host CPU, so a caller that shares the worker's CPU runs at once. A
+//! forget has no answer but polls too: the host sends one right after answering an unlink,
+//! just before the caller's next request.
 //!
 //! Parking. Every worker sleeping in `read(/dev/fuse)` is woken by a new request, in turn,
 //! even when the polling worker takes it: with several workers a serial caller paid for a
@@ -43,6 +45,8 @@ const STANDBY_CHECK: Duration = Duration::from_millis(20);
 const IDLE_CHECK: Duration = Duration::from_millis(320);
 
 thread_local! {
+    /// The host request of the last forget this thread served (see [`Workers::after_forget`]).
+    static LAST_FORGET: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// Set on a worker thread's first request: the thread's exit ends parking.
     static CLOSE_ON_EXIT: RefCell<Option<CloseOnExit>> = const { RefCell::new(None) };
 }
@@ -128,6 +132,17 @@ impl Workers {
         if r.waiting == 0 && r.parked > r.released {
             r.released += 1;
             self.wake.notify_one();
+        }
+    }
+
+    /// After a forget (which has no answer) from host request `request`: polls the device
+    /// like after an answer, once per request. A batch of forgets calls this for each of its
+    /// nodes; the rest of the batch waits at most one window. Forgets neither park the worker
+    /// nor count as busy: they never wait for the disk.
+    pub(crate) fn after_forget(&self, request: u64) {
+        let first = LAST_FORGET.with(|last| last.replace(request) != request);
+        if first {
+            self.busy_poll.after_answer();
         }
     }
 
@@ -448,6 +463,24 @@ mod tests {
         drop(workers.serving());
         assert_eq!(workers.parked.load(Ordering::SeqCst), 0);
         assert_eq!(workers.waiting.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_forget_polls_once_per_host_request_and_never_parks() {
+        let (_tx, rx) = UnixStream::pair().unwrap();
+        let workers = Workers::new(2, Duration::from_micros(200));
+        workers.watch(rx.as_fd());
+        // The first node of forget request 7 polls a window that sees nothing (a miss);
+        // the batch's other nodes do not poll again.
+        workers.after_forget(7);
+        assert_eq!(workers.busy_poll.misses.load(Ordering::Relaxed), 1);
+        workers.after_forget(7);
+        workers.after_forget(7);
+        assert_eq!(workers.busy_poll.skip.load(Ordering::Relaxed), 2);
+        // The next request polls (here: skips, after the miss).
+        workers.after_forget(8);
+        assert_eq!(workers.busy_poll.skip.load(Ordering::Relaxed), 1);
+        assert_eq!(workers.parked.load(Ordering::SeqCst), 0);
     }
 
     #[test]
