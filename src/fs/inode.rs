@@ -158,7 +158,9 @@ impl InodeTable {
         };
         match (fd, &inode.handle) {
             (Some(fd), _) => stat_fd(&fd),
-            (None, Some(handle)) => sys::statx_by_handle(&*self.mount_fd, handle, STATX_MASK),
+            (None, Some(handle)) => {
+                creds::as_daemon(|| sys::statx_by_handle(&*self.mount_fd, handle, STATX_MASK))
+            }
             (None, None) => Err(Errno::ESTALE),
         }
     }
@@ -169,7 +171,7 @@ impl InodeTable {
             return true;
         }
         inode.handle.as_ref().is_some_and(|handle| {
-            sys::statx_by_handle(&*self.mount_fd, handle, 0)
+            creds::as_daemon(|| sys::statx_by_handle(&*self.mount_fd, handle, 0))
                 .is_ok_and(|st| key_of(&st) == inode.key)
         })
     }

@@ -974,9 +974,9 @@ pub fn open_by_handle_at(
 
 /// `statx` of the inode `handle` names on the filesystem of `mount_fd`, without opening it:
 /// this kernel's own call (`kernel/arch/lklrs/kernel/fhandle.c`), which replaces
-/// `open_by_handle_at` + `statx` + `close`. The calling task needs `CAP_DAC_READ_SEARCH` in its
-/// permitted set only, so it works while acting with a caller's filesystem ids. The answer is
-/// `statx`'s without the mount id (`STATX_MNT_ID`). `ESTALE` once the inode is gone.
+/// `open_by_handle_at` + `statx` + `close`. Needs `CAP_DAC_READ_SEARCH`, like
+/// `open_by_handle_at`. The answer is `statx`'s without the mount id (`STATX_MNT_ID`).
+/// `ESTALE` once the inode is gone.
 pub fn statx_by_handle(
     mount_fd: impl AsKernelFd,
     handle: &FileHandle,

@@ -10,17 +10,13 @@
  * the dentry again: no file, no descriptor, one trip into the kernel. The
  * answer is statx()'s, without STATX_MNT_ID.
  *
- * Decoding is the same as open_by_handle_at()'s: any alias is acceptable,
- * and every failure except a lack of memory reads as a stale handle. A
- * handle skips the path walk, so open_by_handle_at() wants
- * CAP_DAC_READ_SEARCH. The daemon's workers keep that capability only in
- * their permitted set while they act with a caller's filesystem ids
- * (setfsuid() clears it from the effective set), and stat needs no
- * permission on the inode itself, so a permitted capability is enough here.
+ * Decoding and privileges are open_by_handle_at()'s: the caller needs
+ * CAP_DAC_READ_SEARCH (a handle skips the path walk, and reconnecting a
+ * directory looks names up in its ancestors), any alias is acceptable, and
+ * every failure except a lack of memory reads as a stale handle.
  */
 #include <linux/blkdev.h>
 #include <linux/capability.h>
-#include <linux/cred.h>
 #include <linux/exportfs.h>
 #include <linux/file.h>
 #include <linux/fs.h>
@@ -119,7 +115,7 @@ SYSCALL_DEFINE5(lklrs_statx_handle, int, mountdirfd,
 	    (flags & AT_STATX_SYNC_TYPE) == AT_STATX_SYNC_TYPE ||
 	    mask & STATX__RESERVED)
 		return -EINVAL;
-	if (!cap_raised(current_cred()->cap_permitted, CAP_DAC_READ_SEARCH))
+	if (!capable(CAP_DAC_READ_SEARCH))
 		return -EPERM;
 
 	CLASS(fd, f)(mountdirfd);
