@@ -144,6 +144,19 @@ int lkl_cpu_try_get(void)
 		ret = -ESHUTDOWN;
 	} else if (cpu.owner && cpu.owner != self) {
 		cpu.irqs_pending = true;
+		/*
+		 * The owner runs the interrupt where it enables interrupts
+		 * or lets go. Kernel code that waits for another task with
+		 * cond_resched() in a loop (shrink_dcache_parent() waiting
+		 * for a dentry that another task is killing) would spin
+		 * forever if that task waits for this very interrupt (its
+		 * disk I/O): nothing else would make it reschedule. A
+		 * reschedule request makes its next cond_resched() enter
+		 * the scheduler, which enables interrupts and so runs them.
+		 * The task cannot be freed meanwhile: switching away from
+		 * it takes cpu.lock, which is held here.
+		 */
+		set_tsk_need_resched(READ_ONCE(lkl_current_task));
 		ret = 0;
 	} else {
 		if (cpu.owner != self)
