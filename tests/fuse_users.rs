@@ -255,9 +255,10 @@ fn stat_beyond_the_descriptor_cache() {
             "import os, sys\nd, n = sys.argv[1], int(sys.argv[2])\n\
              for i in range(n):\n    \
              with open(f'{d}/f{i}', 'w') as f: f.write('x' * (i % 97 + 1))\n\
-             bad = [i for i in range(n)\n       \
-             if (lambda st: (st.st_size, st.st_uid, st.st_mode & 0o777))(os.stat(f'{d}/f{i}'))\n       \
-             != (i % 97 + 1, 2001, 0o644)]\n\
+             def seen(i):\n    \
+             st = os.stat(f'{d}/f{i}')\n    \
+             return (st.st_size, st.st_uid, st.st_mode & 0o777)\n\
+             bad = [i for i in range(n) if seen(i) != (i % 97 + 1, 2001, 0o644)]\n\
              print(len(bad), bad[:5])",
             &[&s, &files],
         );

@@ -4,8 +4,8 @@
 //! not have to keep every inode the host has looked up in its small RAM: only a bounded
 //! number of `O_PATH` descriptors stay open ([`FD_CACHE_MAX`]), the rest are reopened by
 //! handle when used, or only stat'ed by handle ([`sys::statx_by_handle`], one kernel call)
-//! when that is all a request needs. Filesystems that cannot export handles (exFAT, FAT without `nfs=`) keep
-//! one pinned `O_PATH` descriptor per known node instead, like virtiofsd.
+//! when that is all a request needs. Filesystems that cannot export handles (exFAT, FAT
+//! without `nfs=`) keep one pinned `O_PATH` descriptor per known node instead, like virtiofsd.
 //!
 //! Node ids are the kernel's inode numbers, so `stat` shows the image's real numbers (fuser
 //! uses the node id as `st_ino`). The root is node 1 as FUSE requires; a number already
