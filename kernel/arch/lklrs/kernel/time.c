@@ -2,7 +2,8 @@
 /*
  * Time from the host: a clocksource reading the host's monotonic clock,
  * a one-shot clockevent backed by a host timer whose expiry raises
- * LKL_TIMER_IRQ, and the wall clock read from the host at boot.
+ * LKL_TIMER_IRQ, and the wall clock read from the host at boot (and again
+ * once the host clock drives timekeeping).
  */
 #include <linux/clockchips.h>
 #include <linux/clocksource.h>
@@ -133,6 +134,21 @@ void __init time_init(void)
 	clockevents_config_and_register(&lkl_clockevent, NSEC_PER_SEC, 1,
 					ULONG_MAX);
 }
+
+/*
+ * Until the clocksource above is selected (clocksource_done_booting(), an
+ * fs_initcall), timekeeping runs on jiffies: the wall clock read at boot
+ * then advances in whole ticks, and only as ticks get delivered, so it ends
+ * up to a tick or more off the host's. Once the host clock drives
+ * timekeeping, read the wall clock from the host again.
+ */
+static int __init lkl_sync_wall_clock(void)
+{
+	struct timespec64 now = ns_to_timespec64(lkl_ops.realtime_ns());
+
+	return do_settimeofday64(&now);
+}
+late_initcall(lkl_sync_wall_clock);
 
 /* After halt the timer must not raise interrupts any more. */
 void lkl_time_shutdown(void)
