@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::fuse::{
@@ -41,6 +41,20 @@ fn debugfs_owner(img: &Path, path: &str) -> (u32, u32) {
             .unwrap_or_else(|_| panic!("debugfs stat {path}: {key} {}", words[i + 1]))
     };
     (after("User:"), after("Group:"))
+}
+
+/// A fresh ext4 in `dir` mounted by a root daemon with `allow_other`, and a world-writable
+/// directory `shared` in it: the daemon, the image, the mount point and that directory.
+fn shared_mount(dir: &Path) -> (Daemon, PathBuf, PathBuf, PathBuf) {
+    let img = dir.join("shared.img");
+    make_fs(Fs::Ext4, &img, dir);
+    let mnt = subdir(dir, "mnt", 0o755, None);
+    let d =
+        Daemon::start(&img, &mnt, &["type=ext4", "allow_other"]).unwrap_or_else(|e| panic!("{e}"));
+    let shared = mnt.join("shared");
+    fs::create_dir(&shared).expect("mkdir shared");
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).expect("chmod 0777");
+    (d, img, mnt, shared)
 }
 
 #[test]
@@ -130,14 +144,7 @@ const READ_EACH: &str = "import sys, errno\nfor p in sys.argv[1:]:\n    try:\n  
 #[test]
 fn allow_other_enforces_each_callers_credentials() {
     fuse_test(FILE, "allow_other", LIMIT, |dir| {
-        let img = dir.join("shared.img");
-        make_fs(Fs::Ext4, &img, &dir);
-        let mnt = subdir(&dir, "mnt", 0o755, None);
-        let d = Daemon::start(&img, &mnt, &["type=ext4", "allow_other"])
-            .unwrap_or_else(|e| panic!("{e}"));
-        let shared = mnt.join("shared");
-        fs::create_dir(&shared).expect("mkdir shared");
-        fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).expect("chmod 0777");
+        let (d, img, mnt, shared) = shared_mount(&dir);
         let s = fuse::path_str(&shared).to_string();
         let p = |n: &str| format!("{s}/{n}");
 
@@ -230,19 +237,12 @@ fn allow_other_enforces_each_callers_credentials() {
 
 /// More files than the daemon keeps descriptors for ([`FD_CACHE_MAX`]): the host asks for the
 /// attributes of nodes whose descriptors have left the cache, and gets them by handle, also
-/// while the worker acts with an unprivileged caller's ids.
+/// for an unprivileged caller.
 #[test]
 fn stat_beyond_the_descriptor_cache() {
     use lklfuse::fs::inode::FD_CACHE_MAX;
     fuse_test(FILE, "stat_many", LIMIT, |dir| {
-        let img = dir.join("many.img");
-        make_fs(Fs::Ext4, &img, &dir);
-        let mnt = subdir(&dir, "mnt", 0o755, None);
-        let d = Daemon::start(&img, &mnt, &["type=ext4", "allow_other"])
-            .unwrap_or_else(|e| panic!("{e}"));
-        let shared = mnt.join("shared");
-        fs::create_dir(&shared).expect("mkdir shared");
-        fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).expect("chmod 0777");
+        let (d, img, _mnt, shared) = shared_mount(&dir);
         let s = fuse::path_str(&shared).to_string();
         let files = (FD_CACHE_MAX + 300).to_string();
 
