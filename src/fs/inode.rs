@@ -133,10 +133,7 @@ impl InodeTable {
 
     /// An `O_PATH` descriptor for `inode`, reopened from its handle if needed.
     pub fn fd(&self, inode: &Arc<Inode>) -> Result<Arc<KernelFd>, Errno> {
-        if let Some(fd) = &inode.pinned {
-            return Ok(fd.clone());
-        }
-        if let Some(fd) = lock(&inode.cached).clone() {
+        if let Some(fd) = held_fd(inode) {
             return Ok(fd);
         }
         let handle = inode.handle.as_ref().ok_or(Errno::ESTALE)?;
@@ -152,28 +149,26 @@ impl InodeTable {
     /// stat'ed by handle in one kernel call, without reopening it (a stat is no reason to
     /// push another node's descriptor out of the cache).
     pub fn stat(&self, inode: &Arc<Inode>) -> Result<Statx, Errno> {
-        let fd = match &inode.pinned {
-            Some(fd) => Some(fd.clone()),
-            None => lock(&inode.cached).clone(),
-        };
-        match (fd, &inode.handle) {
+        match (held_fd(inode), &inode.handle) {
             (Some(fd), _) => stat_fd(&fd),
-            (None, Some(handle)) => {
-                creds::as_daemon(|| sys::statx_by_handle(&*self.mount_fd, handle, STATX_MASK))
-            }
+            (None, Some(handle)) => self.stat_by_handle(handle, STATX_MASK),
             (None, None) => Err(Errno::ESTALE),
         }
     }
 
     /// Whether `inode` is live now: it holds a descriptor, or its handle still names it.
     fn alive(&self, inode: &Arc<Inode>) -> bool {
-        if inode.pinned.is_some() || lock(&inode.cached).is_some() {
-            return true;
-        }
-        inode.handle.as_ref().is_some_and(|handle| {
-            creds::as_daemon(|| sys::statx_by_handle(&*self.mount_fd, handle, 0))
-                .is_ok_and(|st| key_of(&st) == inode.key)
-        })
+        held_fd(inode).is_some()
+            || inode.handle.as_ref().is_some_and(|handle| {
+                self.stat_by_handle(handle, 0)
+                    .is_ok_and(|st| key_of(&st) == inode.key)
+            })
+    }
+
+    /// `statx` by handle, with the daemon's own ids as for reopening (the call needs
+    /// `CAP_DAC_READ_SEARCH`).
+    fn stat_by_handle(&self, handle: &FileHandle, mask: u32) -> Result<Statx, Errno> {
+        creds::as_daemon(|| sys::statx_by_handle(&*self.mount_fd, handle, mask))
     }
 
     fn cache_fd(&self, inode: &Arc<Inode>, fd: Arc<KernelFd>) {
@@ -378,6 +373,11 @@ fn handle_generation(handle: &FileHandle) -> u64 {
     handle.bytes.get(at..at + 4).map_or(0, |b| {
         u64::from(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
     })
+}
+
+/// The descriptor `inode` holds now, if any: pinned, or still in the cache.
+fn held_fd(inode: &Inode) -> Option<Arc<KernelFd>> {
+    inode.pinned.clone().or_else(|| lock(&inode.cached).clone())
 }
 
 /// `statx` of an `O_PATH` descriptor itself (not following a symlink it may be).

@@ -420,9 +420,9 @@ impl KernelFs {
             .remove(&fh.0);
     }
 
-    fn stat_node(&self, node: &Inode, fd: &KernelFd) -> Result<FileAttr, Errno> {
+    fn stat_node(&self, node: &Arc<Inode>) -> Result<FileAttr, Errno> {
         // The root keeps FUSE's node id 1 as its number: the host set it at mount time.
-        Ok(attr(node.id, &stat_fd(fd)?))
+        Ok(attr(node.id, &self.inodes.stat(node)?))
     }
 
     fn lookup_entry(&self, parent: INodeNo, name: &OsStr) -> Result<(FileAttr, Generation), Errno> {
@@ -491,7 +491,7 @@ impl KernelFs {
                 result => result?,
             }
         }
-        self.stat_node(&node, &fd)
+        self.stat_node(&node)
     }
 
     fn do_open(&self, ino: INodeNo, flags: i32) -> Result<(fuser::FileHandle, FopenFlags), Errno> {
@@ -774,9 +774,7 @@ impl Filesystem for KernelFs {
                 let st = sys::statx(&file.fd, c"", b::AT_EMPTY_PATH as i32, inode::STATX_MASK)?;
                 return Ok(attr(ino.0, &st));
             }
-            let node = self.node(ino)?;
-            // The root keeps FUSE's node id 1 as its number: the host set it at mount time.
-            Ok(attr(node.id, &self.inodes.stat(&node)?))
+            self.stat_node(&self.node(ino)?)
         })();
         let attr = try_reply!(reply, result);
         reply.attr(&self.cache_ttl(), &attr);
