@@ -302,15 +302,52 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
+/// The daemon's threads named `idle-poll-*`, with their scheduling policies.
+fn idle_pollers(pid: u32) -> Vec<(String, i32)> {
+    let mut found = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task")).expect("daemon tasks") {
+        let task = task.expect("task entry").path();
+        let Ok(comm) = fs::read_to_string(task.join("comm")) else {
+            continue;
+        };
+        if !comm.starts_with("idle-poll-") {
+            continue;
+        }
+        let stat = fs::read_to_string(task.join("stat")).expect("task stat");
+        // Field 41 is the policy; fields after the command name start at field 3.
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        let policy = rest
+            .split(' ')
+            .nth(41 - 3)
+            .expect("policy")
+            .parse()
+            .unwrap();
+        found.push((comm.trim().to_owned(), policy));
+    }
+    found
+}
+
 #[test]
-fn busy_polling_stops_when_requests_stop() {
+fn polling_stops_when_requests_stop() {
     fuse_test(FILE, "busy_poll", LIMIT, |dir| {
         let img = dir.join("ext4.img");
         make_fs(Fs::Ext4, &img, &dir);
         let mnt = subdir(&dir, "mnt", 0o755, None);
-        let d = start(&img, &mnt, &["type=ext4,busy_poll=2000"]);
+        let d = start(&img, &mnt, &["type=ext4,busy_poll=2000,idle_poll=2000"]);
         let pid = d.pid().expect("daemon pid");
-        // A stream of requests with a 2 ms window: workers poll between them...
+        // A CPU-keeping thread per CPU (up to 8) when there are several, at SCHED_IDLE only.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pollers = idle_pollers(pid);
+        let expected = if cpus > 1 { cpus.min(8) } else { 0 };
+        assert_eq!(pollers.len(), expected, "{pollers:?} with {cpus} CPUs");
+        assert!(
+            pollers
+                .iter()
+                .all(|(_, policy)| *policy == libc::SCHED_IDLE),
+            "{pollers:?}"
+        );
+        // A stream of requests with 2 ms windows: workers poll between them, and the
+        // pollers keep the CPUs awake...
         let got = outcomes(
             &mnt,
             None,
@@ -333,6 +370,12 @@ print("done")
             idle * 10 < 3 * hz,
             "{idle} ticks of CPU in 3 s idle (HZ {hz})"
         );
+        d.stop();
+
+        // idle_poll=0 starts none.
+        let d = start(&img, &mnt, &["type=ext4,idle_poll=0"]);
+        let pollers = idle_pollers(d.pid().expect("daemon pid"));
+        assert!(pollers.is_empty(), "{pollers:?}");
         d.stop();
     });
 }

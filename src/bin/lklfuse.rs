@@ -297,6 +297,7 @@ fn mount(config: &Config) -> Result<Mounted, Error> {
         .workers(
             config.threads,
             Duration::from_micros(config.busy_poll_us.into()),
+            Duration::from_micros(config.idle_poll_us.into()),
         );
     let stats = fs.stats_probe();
     let workers = fs.workers_handle();

@@ -51,6 +51,11 @@ pub const DEFAULT_WATCHDOG_SECS: u32 = 60;
 /// a window which sees no request wastes little (see `fs::workers`).
 pub const DEFAULT_BUSY_POLL_US: u32 = 50;
 
+/// `idle_poll=` default, in microseconds: longer than the pauses of a caller that reads or
+/// writes each file between requests (`cp`, `tar`), so its CPU stays awake for a whole tree;
+/// the CPUs idle again this soon after the last request (see `fs::idle_poll`).
+pub const DEFAULT_IDLE_POLL_US: u32 = 2000;
+
 /// Largest accepted `threads=`/`max_threads=`: each worker is a host thread plus a kernel
 /// task, and hundreds of them only queue on the kernel lock.
 pub const MAX_THREADS: usize = 256;
@@ -130,6 +135,9 @@ pub struct Config {
     /// `busy_poll=USECS`: how long a worker watches for the next request after answering
     /// one before it sleeps (see `fs::workers`); 0 turns this off.
     pub busy_poll_us: u32,
+    /// `idle_poll=USECS`: keep the CPUs from idling until this long after the last request
+    /// (see `fs::idle_poll`); 0 turns this off.
+    pub idle_poll_us: u32,
     /// `writeback_cache` / `no_writeback_cache` (default): whether the host may cache writes
     /// and send them in large batches (see `KernelFs::writeback_cache`).
     pub writeback_cache: bool,
@@ -429,6 +437,13 @@ const OPTION_HELP: &[(&str, &str)] = &[
          (default 50; 0: off)",
     ),
     (
+        "idle_poll=USECS",
+        "keep every CPU (up to 8) from idling, with a lowest-priority thread, until USECS \
+         after the last request: waking callers and workers on a CPU that halted is slow, \
+         above all in virtual machines. Costs CPU time otherwise idle, during bursts only \
+         (default 2000; 0: off)",
+    ),
+    (
         "writeback_cache, no_writeback_cache",
         "let the host cache writes and send them in batches: much faster small writes, but \
          a full disk or a too large file is reported by fsync and close, no longer by \
@@ -699,6 +714,7 @@ struct OptionParser {
     threads: usize,
     watchdog_secs: u32,
     busy_poll_us: u32,
+    idle_poll_us: u32,
     writeback_cache: bool,
     debug: bool,
 }
@@ -718,6 +734,7 @@ impl OptionParser {
             threads: DEFAULT_THREADS,
             watchdog_secs: DEFAULT_WATCHDOG_SECS,
             busy_poll_us: DEFAULT_BUSY_POLL_US,
+            idle_poll_us: DEFAULT_IDLE_POLL_US,
             writeback_cache: false,
             debug: false,
         }
@@ -766,6 +783,7 @@ impl OptionParser {
             ("log", Some(value)) => self.log_file = Some(path(name, value)?),
             ("watchdog", Some(value)) => self.watchdog_secs = number(name, value, 0..=86_400)?,
             ("busy_poll", Some(value)) => self.busy_poll_us = number(name, value, 0..=100_000)?,
+            ("idle_poll", Some(value)) => self.idle_poll_us = number(name, value, 0..=1_000_000)?,
             ("threads" | "max_threads", Some(value)) => {
                 self.threads = number(name, value, 1..=MAX_THREADS)?
             }
@@ -776,7 +794,8 @@ impl OptionParser {
             }
             (
                 "type" | "mb" | "part" | "opts" | "lock" | "log" | "threads" | "max_threads"
-                | "watchdog" | "busy_poll" | "fsname" | "subtype" | "max_idle_threads",
+                | "watchdog" | "busy_poll" | "idle_poll" | "fsname" | "subtype"
+                | "max_idle_threads",
                 None,
             ) => {
                 return Err(UsageError::new(format!(
@@ -919,6 +938,7 @@ impl OptionParser {
             threads: self.threads,
             watchdog_secs: self.watchdog_secs,
             busy_poll_us: self.busy_poll_us,
+            idle_poll_us: self.idle_poll_us,
             writeback_cache: self.writeback_cache,
             foreground: self.debug,
             debug: self.debug,
@@ -1006,6 +1026,7 @@ mod tests {
         assert_eq!(config.threads, DEFAULT_THREADS);
         assert_eq!(config.watchdog_secs, DEFAULT_WATCHDOG_SECS);
         assert_eq!(config.busy_poll_us, DEFAULT_BUSY_POLL_US);
+        assert_eq!(config.idle_poll_us, DEFAULT_IDLE_POLL_US);
         assert!(!config.writeback_cache);
         assert!(!config.foreground);
         assert!(!config.debug);
@@ -1175,6 +1196,17 @@ mod tests {
         );
         assert!(
             usage_error(&["lklfuse", "img", "mnt", "-o", "busy_poll"]).contains("needs a value")
+        );
+        assert_eq!(
+            run(&["lklfuse", "img", "mnt", "-o", "idle_poll=0"]).idle_poll_us,
+            0
+        );
+        assert!(
+            usage_error(&["lklfuse", "img", "mnt", "-o", "idle_poll=2000000"])
+                .starts_with("invalid value for idle_poll")
+        );
+        assert!(
+            usage_error(&["lklfuse", "img", "mnt", "-o", "idle_poll"]).contains("needs a value")
         );
         assert!(run(&["lklfuse", "img", "mnt", "-o", "writeback_cache"]).writeback_cache);
         assert!(

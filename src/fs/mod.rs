@@ -18,6 +18,7 @@
 //! local locks are exact.
 
 pub mod creds;
+pub mod idle_poll;
 pub mod inode;
 pub mod workers;
 
@@ -244,7 +245,7 @@ impl KernelFs {
             offer_writeback: false,
             writeback: false,
             acts_on_close: true,
-            workers: Workers::new(1, Duration::ZERO),
+            workers: Workers::new(1, Duration::ZERO, Duration::ZERO),
         })
     }
 
@@ -295,12 +296,14 @@ impl KernelFs {
         self
     }
 
-    /// Tells the filesystem how many workers the session runs and how long one checks the
-    /// FUSE device for the next request after answering (zero: not at all); see
-    /// [`workers`]. The session must show the device through [`KernelFs::workers_handle`],
-    /// and the disk should report its submissions to [`Workers::io_submitted`].
-    pub fn workers(mut self, threads: usize, busy_poll: Duration) -> KernelFs {
-        self.workers = Workers::new(threads.max(1), busy_poll);
+    /// Tells the filesystem how many workers the session runs, how long one checks the
+    /// FUSE device for the next request after answering (zero: not at all; see
+    /// [`workers`]), and how long CPUs are kept awake after a request (zero: not at all;
+    /// see [`idle_poll`]). The session must show the device through
+    /// [`KernelFs::workers_handle`], and the disk should report its submissions to
+    /// [`Workers::io_submitted`].
+    pub fn workers(mut self, threads: usize, busy_poll: Duration, idle_poll: Duration) -> KernelFs {
+        self.workers = Workers::new(threads.max(1), busy_poll, idle_poll);
         self
     }
 

@@ -35,6 +35,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering}
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use super::idle_poll::IdlePoll;
+
 /// Most answers skipped after windows that saw no request.
 const MAX_SKIP: u32 = 64;
 
@@ -67,6 +69,8 @@ pub struct Workers {
     /// This value's own `Arc`, for [`CLOSE_ON_EXIT`].
     me: Weak<Workers>,
     busy_poll: BusyPoll,
+    /// Spinners keeping the CPUs awake during bursts of requests (see [`super::idle_poll`]).
+    idle_poll: Option<IdlePoll>,
     readers: Mutex<Readers>,
     wake: Condvar,
     /// Copies of `Readers::parked` and `Readers::waiting` for the submit hook's quick check.
@@ -95,11 +99,14 @@ struct Readers {
 
 impl Workers {
     /// `threads` workers (all waiting on the device at first), busy polling for up to
-    /// `busy_poll` after each answer (zero: off).
-    pub fn new(threads: usize, busy_poll: Duration) -> Arc<Workers> {
+    /// `busy_poll` after each answer, and keeping CPUs awake while requests come less than
+    /// `idle_poll` apart (zero: off).
+    pub fn new(threads: usize, busy_poll: Duration, idle_poll: Duration) -> Arc<Workers> {
+        let idle_poll = IdlePoll::start(idle_poll);
         Arc::new_cyclic(|me| Workers {
             me: me.clone(),
             busy_poll: BusyPoll::new(busy_poll),
+            idle_poll,
             readers: Mutex::new(Readers {
                 waiting: threads,
                 ..Readers::default()
@@ -154,6 +161,9 @@ impl Workers {
                 *exit = Some(CloseOnExit(self.me.clone()));
             }
         });
+        if let Some(idle_poll) = &self.idle_poll {
+            idle_poll.request();
+        }
         let mut r = self.lock();
         r.waiting = r.waiting.saturating_sub(1);
         r.busy += 1;
@@ -364,7 +374,7 @@ mod tests {
 
     /// Two workers, both waiting on `rx` at first.
     fn two_workers(rx: &UnixStream) -> Arc<Workers> {
-        let workers = Workers::new(2, Duration::ZERO);
+        let workers = Workers::new(2, Duration::ZERO, Duration::ZERO);
         workers.watch(rx.as_fd());
         workers
     }
@@ -468,7 +478,7 @@ mod tests {
     #[test]
     fn a_forget_polls_once_per_host_request_and_never_parks() {
         let (_tx, rx) = UnixStream::pair().unwrap();
-        let workers = Workers::new(2, Duration::from_micros(200));
+        let workers = Workers::new(2, Duration::from_micros(200), Duration::ZERO);
         workers.watch(rx.as_fd());
         // The first node of forget request 7 polls a window that sees nothing (a miss);
         // the batch's other nodes do not poll again.
