@@ -22,7 +22,9 @@
 //!
 //! Durability: `VIRTIO_BLK_F_FLUSH` is offered, so Linux treats the disk as having a volatile
 //! write cache and sends flushes; a flush is `fdatasync` on the image, which covers every
-//! write completed before it. A write is completed only after `pwrite` returned.
+//! write completed before it. A write is completed only after `pwrite` returned. Every
+//! 16 MiB written, the host is also asked to start writing the image back (write-behind,
+//! see `backend::WRITE_BEHIND`), so that a flush after a large write finds little left.
 //!
 //! Reset (status 0) stops taking requests, waits for those in flight, then forgets the queue.
 //!
