@@ -16,7 +16,8 @@
 //! sleep until the next one, so an idle mount costs nothing. What it does cost is CPU time
 //! during bursts, taken only from the idle task; a thread that cannot be made `SCHED_IDLE`
 //! does not spin at all. Under a CPU quota (cgroup `cpu.max`) that time counts against the
-//! quota: `idle_poll=0` turns this off.
+//! quota, and the spinners count as running in the load average: `idle_poll=0` turns this
+//! off.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -55,7 +56,7 @@ struct Shared {
     last_request_us: AtomicU64,
     /// Spinners asleep, or on their way to sleep: a request must wake them.
     sleeping: AtomicUsize,
-    /// Spinners spinning now (for tests and statistics).
+    /// Spinners spinning now (for tests).
     spinning: AtomicUsize,
     closed: AtomicBool,
     lock: Mutex<()>,

@@ -11,7 +11,8 @@
 //! (skip 2, 4, ... up to [`MAX_SKIP`] answers), and only one worker polls at a time. Each
 //! check yields the host CPU, so a caller that shares the worker's CPU runs at once. A
 //! forget has no answer but polls too: the host sends one right after answering an unlink,
-//! just before the caller's next request.
+//! just before the caller's next request. The other wake-up of each request, the caller's,
+//! is what [`super::idle_poll`] makes cheaper.
 //!
 //! Parking. Every worker sleeping in `read(/dev/fuse)` is woken by a new request, in turn,
 //! even when the polling worker takes it: with several workers a serial caller paid for a
