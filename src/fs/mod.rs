@@ -140,6 +140,19 @@ fn cname(name: &OsStr) -> Result<CString, Errno> {
     CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)
 }
 
+/// For unit tests of threads: whether `what` holds within 10 s, checked every millisecond.
+#[cfg(test)]
+pub(crate) fn eventually(what: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if what() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
 /// `/proc/self/fd/N`: lets path-only calls reach the inode behind an `O_PATH` descriptor.
 fn proc_path(fd: &KernelFd) -> CString {
     CString::new(format!("/proc/self/fd/{}", fd.as_raw())).expect("a formatted number has no NUL")

@@ -369,6 +369,7 @@ impl Drop for Serving<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::eventually;
     use std::io::Write;
     use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;
@@ -392,17 +393,6 @@ mod tests {
             flag.store(true, Ordering::SeqCst);
         });
         (handle, back)
-    }
-
-    fn eventually(what: impl Fn() -> bool) -> bool {
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if what() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        false
     }
 
     #[test]
