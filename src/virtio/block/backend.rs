@@ -56,7 +56,8 @@ pub struct RawFile {
 }
 
 /// Every this many bytes written, the host is told to start writing the image's dirty pages
-/// to its disk (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which waits for nothing). Left to
+/// to its disk (`sync_file_range(SYNC_FILE_RANGE_WRITE)`: it submits the writes and does
+/// not wait for them to finish; on a disk whose queue is full it waits to submit). Left to
 /// itself the host keeps them until an fsync (or a 30 s expiry, or dirty memory passing
 /// 10%), so the fsync after a large write waited for all of it, after the write had already
 /// taken its time through the kernel here: the two now overlap. A native mount pays that
