@@ -50,7 +50,8 @@ pub struct IdlePoll {
 
 #[derive(Debug)]
 struct Shared {
-    window: Duration,
+    /// The window, in the same microseconds as `last_request_us`.
+    window_us: u64,
     origin: Instant,
     /// When the last request came, in microseconds since `origin`.
     last_request_us: AtomicU64,
@@ -76,7 +77,7 @@ impl IdlePoll {
             return None;
         }
         let shared = Arc::new(Shared {
-            window,
+            window_us: u64::try_from(window.as_micros()).unwrap_or(u64::MAX),
             origin: Instant::now(),
             last_request_us: AtomicU64::new(0),
             sleeping: AtomicUsize::new(0),
@@ -150,7 +151,7 @@ impl Shared {
     /// Whether the last request is more than a window old.
     fn quiet(&self) -> bool {
         let last = self.last_request_us.load(Ordering::SeqCst);
-        self.now_us().saturating_sub(last) > self.window.as_micros() as u64
+        self.now_us().saturating_sub(last) > self.window_us
     }
 
     fn closed(&self) -> bool {
