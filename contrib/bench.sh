@@ -34,6 +34,7 @@ case "$rounds" in
   ''|*[!0-9]*|0) [ -z "$rounds" ] || { echo "bench: --rounds needs a positive number" >&2; exit 2; } ;;
 esac
 
+bash contrib/deps.sh --bench >&2
 for tool in fio python3 "mkfs.$fs"; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install fio python3 and the mkfs for $fs)" >&2; exit 1; }
 done

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install what building and testing lklfuse-rs needs on Debian 12 / Ubuntu.
 # Idempotent: installs only missing packages; uses sudo when not root.
+#
+#   contrib/deps.sh [--bench]    (--bench: also what contrib/bench.sh measures against)
 set -euo pipefail
 
 packages=(
@@ -18,6 +20,11 @@ packages=(
   python3 util-linux passwd    # test scripts (renameat2, mmap), setpriv, useradd
   time                         # /usr/bin/time: max RSS of the tools in tests
 )
+case "${1:-}" in
+  --bench) packages+=(fio fuse2fs) ;;  # the benchmark's load and its FUSE reference
+  '') ;;
+  *) echo "deps: unknown argument $1 (only --bench)" >&2; exit 2 ;;
+esac
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
