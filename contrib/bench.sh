@@ -127,6 +127,14 @@ with open(sys.argv[1], "wb") as f:
         f.write(block[i % 97:] + block[:i % 97])
 EOF
 
+# The source tree, as one archive: extracting it then reads nothing but this file.
+tar -C /usr -cf "$work/tree.tar" include 2>/dev/null
+
+# Reads a file into the host's page cache. The sequential read phase drops every cache, so
+# without this the next write would read its source from the same disk it writes to, and
+# measure that disk's read/write mix (single rounds of every variant swung 2x with it).
+warm() { cat "$@" > /dev/null; }
+
 small_files() {  # phase timings for N small files in 100 directories
   python3 - "$mnt/small" "$files" <<'EOF'
 import os, sys, time
@@ -179,6 +187,7 @@ for round in $(seq 1 "$rounds"); do for v in "${variants[@]}"; do
 
   # sequential write + fsync, then read with every cache dropped (remount)
   do_mount "$v"
+  warm "$work/src"
   t0=$(now); dd if="$work/src" of="$mnt/seq" bs=1M conv=fsync status=none; t1=$(now)
   record "$v" seq_write_MBps "$(python3 -c "print(f'{$seq_mib*1.048576/($t1-$t0):.1f}')")"
   do_unmount "$v"; drop_host_caches; do_mount "$v"
@@ -204,7 +213,8 @@ for round in $(seq 1 "$rounds"); do for v in "${variants[@]}"; do
   rm -rf "$mnt/small"
 
   # untar, du, rm -rf of a source tree
-  t0=$(now); tar -C "$mnt" -xf <(tar -C /usr -cf - include 2>/dev/null); t1=$(now)
+  warm "$work/tree.tar"
+  t0=$(now); tar -C "$mnt" -xf "$work/tree.tar"; t1=$(now)
   du -s "$mnt/include" >/dev/null; t2=$(now)
   rm -rf "$mnt/include"; t3=$(now)
   record "$v" untar_s "$(elapsed "$t0" "$t1")"; record "$v" du_s "$(elapsed "$t1" "$t2")"
