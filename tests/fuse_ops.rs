@@ -13,8 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::fuse::{
-    self, fsck_clean, fuse_test, lstat, make_fs, py, py_as, q, run_as, sh, sh_ok, sha, subdir,
-    write_random, Daemon, Spawned,
+    self, fsck_clean, fuse_test, lstat, make_fs, py, py_as, q, run_as, sh, sh_as, sh_ok, sha,
+    subdir, write_random, Daemon, Spawned,
 };
 use common::images::{self, Fs};
 
@@ -276,7 +276,7 @@ fn ext4_files_links_times_and_errors() {
                 "os.rmdir(m + '/d1/moved.bin')",
                 "os.unlink(m + '/d1')",
                 "os.rename(m + '/x', m + '/x/y/inside')",
-                // isatty (TCGETS) and lsattr (FS_IOC_GETFLAGS): no ioctl is served.
+                // isatty (TCGETS) is refused; lsattr's FS_IOC_GETFLAGS is served.
                 "__import__('fcntl').ioctl(os.open(m + '/d1/moved.bin', 0), 0x5401, bytes(60))",
                 "__import__('fcntl').ioctl(os.open(m + '/d1/moved.bin', 0), 0x80086601, bytes(8))",
             ],
@@ -293,7 +293,7 @@ fn ext4_files_links_times_and_errors() {
                 "EISDIR",
                 "EINVAL",
                 "ENOTTY",
-                "ENOTTY"
+                "OK"
             ],
             "errno seen by python3 for: open missing, mkdir existing, rmdir non-empty, \
              open dir for writing, open below a file, rmdir a file, unlink a dir, \
@@ -571,6 +571,111 @@ fn ext4_xattrs_and_acls() {
         assert!(
             !out.ok(),
             "remount: uid 2003 must not read: {}",
+            out.describe()
+        );
+        d.stop();
+    });
+}
+
+/// The flag letters `lsattr -d` shows for `path` (dashes removed).
+#[track_caller]
+fn lsattr(path: &str) -> String {
+    let out = sh_ok(&format!("lsattr -d {}", q(Path::new(path))));
+    let flags = out.split_whitespace().next().unwrap_or_default();
+    flags.replace('-', "")
+}
+
+#[test]
+fn ext4_file_attributes_through_lsattr_and_chattr() {
+    fuse_test(FILE, "ext4_chattr", LIMIT, |dir| {
+        let img = dir.join("ext4.img");
+        make_fs(Fs::Ext4, &img, &dir);
+        let mnt = subdir(&dir, "mnt", 0o755, None);
+        let d = start(&img, &mnt, &["type=ext4", "allow_other"]);
+        let m = fuse::path_str(&mnt).to_string();
+        sh_ok(&format!(
+            "cd {} && echo one > log.txt && echo keep > kept.txt && mkdir sealed open && \
+             chmod 0777 open && chown 2002:2002 open",
+            q(&mnt)
+        ));
+        // ext4 gives new files "e" (extents); nothing else is set yet.
+        assert_eq!(lsattr(&format!("{m}/log.txt")), "e", "fresh file");
+
+        // Append-only: appending works, overwriting and removing do not.
+        sh_ok(&format!("chattr +a {m}/log.txt {m}/kept.txt"));
+        assert_eq!(lsattr(&format!("{m}/log.txt")), "ae", "after chattr +a");
+        sh_ok(&format!("echo two >> {m}/log.txt"));
+        let out = sh(&format!("echo three > {m}/log.txt"));
+        assert!(
+            !out.ok() && out.stderr.contains("Operation not permitted"),
+            "overwriting an append-only file: {}",
+            out.describe()
+        );
+        assert!(!sh(&format!("rm -f {m}/log.txt")).ok(), "removing it");
+        assert_eq!(read(&mnt.join("log.txt")), b"one\ntwo\n");
+        sh_ok(&format!(
+            "chattr -a {m}/log.txt && echo three > {m}/log.txt"
+        ));
+        assert_eq!(read(&mnt.join("log.txt")), b"three\n");
+
+        // Immutable directory: nothing may be created in it until the flag goes.
+        sh_ok(&format!("chattr +i {m}/sealed"));
+        assert_eq!(
+            lsattr(&format!("{m}/sealed")),
+            "ie",
+            "directory after chattr +i"
+        );
+        let out = sh(&format!("touch {m}/sealed/new"));
+        assert!(
+            !out.ok(),
+            "creating in an immutable directory: {}",
+            out.describe()
+        );
+        sh_ok(&format!("chattr -i {m}/sealed && touch {m}/sealed/new"));
+
+        // The extended form (FS_IOC_FSGETXATTR): the project id.
+        let out = sh_ok(&format!("lsattr -p -d {m}/kept.txt"));
+        assert!(out.trim_start().starts_with('0'), "lsattr -p: {out}");
+
+        // As the caller: an owner may set "no dump" on their own file; only root may make
+        // a file immutable, and others may not touch the owner's flags.
+        let own = format!("{m}/open/mine");
+        let out = sh_as(
+            2002,
+            2002,
+            &[],
+            &format!("echo x > {own} && chattr +d {own}"),
+        );
+        assert!(
+            out.ok(),
+            "uid 2002 sets +d on its own file: {}",
+            out.describe()
+        );
+        assert_eq!(lsattr(&own), "de", "after the owner's chattr +d");
+        let out = sh_as(2002, 2002, &[], &format!("chattr +i {own}"));
+        assert!(!out.ok(), "uid 2002 sets +i: {}", out.describe());
+        let out = sh_as(2003, 2003, &[], &format!("chattr -d {own}"));
+        assert!(
+            !out.ok(),
+            "uid 2003 clears uid 2002's flag: {}",
+            out.describe()
+        );
+        assert_eq!(lsattr(&own), "de", "flags after the refused changes");
+        d.stop();
+        fsck_clean(Fs::Ext4, &img);
+
+        // The flags are in the image: remounted, and read-only refuses changes.
+        let d = start(&img, &mnt, &["type=ext4", "ro"]);
+        assert_eq!(lsattr(&format!("{m}/kept.txt")), "ae", "remount: kept.txt");
+        assert_eq!(
+            lsattr(&format!("{m}/open/mine")),
+            "de",
+            "remount: open/mine"
+        );
+        let out = sh(&format!("chattr -a {m}/kept.txt"));
+        assert!(
+            !out.ok() && out.stderr.contains("Read-only file system"),
+            "chattr on a read-only mount: {}",
             out.describe()
         );
         d.stop();

@@ -1180,25 +1180,50 @@ impl Filesystem for KernelFs {
         reply.ok();
     }
 
-    /// No ioctl reaches the kernel here; each is refused with `ENOTTY`, which is also what
-    /// the host makes of "not implemented". Answered here rather than by fuser's default
-    /// because programs ask one on nearly every open (Python's `open()` calls `isatty`), and
-    /// the default logs a line and skips the worker bookkeeping (see [`workers`]): the
-    /// answer took three times as long as a `getxattr`.
+    /// The inode-attribute ioctls (`lsattr`, `chattr`: see [`abi::FileAttrIoctl`]) go to the
+    /// kernel on the open file, as the caller, so it decides who may set which flag (the
+    /// owner, and only with `CAP_LINUX_IMMUTABLE` for `i` and `a`). Every other command is
+    /// refused with `ENOTTY`, which is also what the host makes of "not implemented", at
+    /// once and without entering the kernel: programs ask one on nearly every open (Python's
+    /// `open()` calls `isatty`), and fuser's default logs a line and skips the worker
+    /// bookkeeping (see [`workers`]), which made the answer three times a `getxattr`.
     #[allow(clippy::too_many_arguments)]
     fn ioctl(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
-        _fh: fuser::FileHandle,
+        fh: fuser::FileHandle,
         _flags: fuser::IoctlFlags,
-        _cmd: u32,
-        _in_data: &[u8],
-        _out_size: u32,
+        cmd: u32,
+        in_data: &[u8],
+        out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        let _serving = self.workers.serving();
-        reply.error(fuser::Errno::ENOTTY);
+        let Some(request) = abi::FileAttrIoctl::from_host(cmd) else {
+            let _serving = self.workers.serving();
+            return reply.error(fuser::Errno::ENOTTY);
+        };
+        serve!(self, req, reply);
+        let result = (|| {
+            let file = self.file(fh)?;
+            let mut arg = vec![0u8; request.arg_size()];
+            if request.returns_arg() {
+                if (out_size as usize) < arg.len() {
+                    return Err(Errno::EINVAL);
+                }
+            } else {
+                let given = in_data.get(..arg.len()).ok_or(Errno::EINVAL)?;
+                arg.copy_from_slice(given);
+            }
+            sys::ioctl_file_attr(&file.fd, request, &mut arg)?;
+            Ok(if request.returns_arg() {
+                arg
+            } else {
+                Vec::new()
+            })
+        })();
+        let out = try_reply!(reply, result);
+        reply.ioctl(0, &out);
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

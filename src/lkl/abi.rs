@@ -973,6 +973,88 @@ pub fn xattr_flags_to_kernel(host: i32) -> Result<i32, Errno> {
     strict(host as u32 as u64, &table, Errno::EINVAL).map(|v| v as u32 as i32)
 }
 
+/// `struct fsxattr` (`FS_IOC_FSGETXATTR`/`FS_IOC_FSSETXATTR`): fixed-width fields only, so
+/// the host's and the kernel's layouts are the same 28 bytes and the argument crosses as is.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FsXattr {
+    pub xflags: u32,
+    pub extsize: u32,
+    pub nextents: u32,
+    pub projid: u32,
+    pub cowextsize: u32,
+    pub pad: [u8; 8],
+}
+
+/// `_IOC(dir, ty, nr, size)` of the kernel's asm-generic `ioctl.h` (2 direction bits, 14
+/// size bits, 8 type bits, 8 number bits).
+const fn kernel_ioc(dir: u32, ty: u8, nr: u8, size: usize) -> u32 {
+    (dir << 30) | ((size as u32) << 16) | ((ty as u32) << 8) | nr as u32
+}
+const KERNEL_IOC_WRITE: u32 = 1;
+const KERNEL_IOC_READ: u32 = 2;
+
+/// The inode-attribute ioctls served through FUSE: `lsattr`/`chattr` (`FS_IOC_GETFLAGS`,
+/// `FS_IOC_SETFLAGS`) and their extended form (`FS_IOC_FSGETXATTR`, `FS_IOC_FSSETXATTR`,
+/// used by `lsattr -p`, `chattr -p` and `xfs_io`). The host sends these itself for the
+/// caller's ioctl (its `fileattr_get`/`fileattr_set`), with an argument of exactly
+/// [`FileAttrIoctl::arg_size`] bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileAttrIoctl {
+    GetFlags,
+    SetFlags,
+    GetXattr,
+    SetXattr,
+}
+
+impl FileAttrIoctl {
+    /// The request for a host ioctl command, or None for every other command.
+    pub fn from_host(cmd: u32) -> Option<FileAttrIoctl> {
+        let host = |ioctl: libc::Ioctl| ioctl as u32;
+        [
+            FileAttrIoctl::GetFlags,
+            FileAttrIoctl::SetFlags,
+            FileAttrIoctl::GetXattr,
+            FileAttrIoctl::SetXattr,
+        ]
+        .into_iter()
+        .find(|request| {
+            cmd == match request {
+                FileAttrIoctl::GetFlags => host(libc::FS_IOC_GETFLAGS),
+                FileAttrIoctl::SetFlags => host(libc::FS_IOC_SETFLAGS),
+                FileAttrIoctl::GetXattr => host(libc::_IOR::<FsXattr>(u32::from(b'X'), 31)),
+                FileAttrIoctl::SetXattr => host(libc::_IOW::<FsXattr>(u32::from(b'X'), 32)),
+            }
+        })
+    }
+
+    /// The kernel's command number. The flags commands are declared with a `long` argument,
+    /// but both kernels read and write an `int` through it.
+    pub fn kernel_cmd(self) -> u32 {
+        let long = std::mem::size_of::<i64>();
+        let fsxattr = std::mem::size_of::<FsXattr>();
+        match self {
+            FileAttrIoctl::GetFlags => kernel_ioc(KERNEL_IOC_READ, b'f', 1, long),
+            FileAttrIoctl::SetFlags => kernel_ioc(KERNEL_IOC_WRITE, b'f', 2, long),
+            FileAttrIoctl::GetXattr => kernel_ioc(KERNEL_IOC_READ, b'X', 31, fsxattr),
+            FileAttrIoctl::SetXattr => kernel_ioc(KERNEL_IOC_WRITE, b'X', 32, fsxattr),
+        }
+    }
+
+    /// Bytes the argument points at: an `int` of `FS_*_FL` flags, or a `struct fsxattr`.
+    pub fn arg_size(self) -> usize {
+        match self {
+            FileAttrIoctl::GetFlags | FileAttrIoctl::SetFlags => std::mem::size_of::<i32>(),
+            FileAttrIoctl::GetXattr | FileAttrIoctl::SetXattr => std::mem::size_of::<FsXattr>(),
+        }
+    }
+
+    /// Whether the kernel writes the argument (a get) rather than reads it (a set).
+    pub fn returns_arg(self) -> bool {
+        matches!(self, FileAttrIoctl::GetFlags | FileAttrIoctl::GetXattr)
+    }
+}
+
 /// Host `MS_*` mount flags → kernel `MS_*`; `EINVAL` for unknown bits.
 pub fn mount_flags_to_kernel(host: u64) -> Result<u64, Errno> {
     let h = |v: libc::c_ulong| v as u64;
@@ -1275,6 +1357,35 @@ impl FileHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_attribute_ioctls_map_the_hosts_numbers_to_the_kernels() {
+        assert_eq!(std::mem::size_of::<FsXattr>(), 28);
+        // The numbers of include/uapi/linux/fs.h on a 64-bit kernel, spelled out.
+        let expected = [
+            (FileAttrIoctl::GetFlags, 0x8008_6601, 4, true),
+            (FileAttrIoctl::SetFlags, 0x4008_6602, 4, false),
+            (FileAttrIoctl::GetXattr, 0x801c_581f, 28, true),
+            (FileAttrIoctl::SetXattr, 0x401c_5820, 28, false),
+        ];
+        for (request, kernel, size, returns) in expected {
+            assert_eq!(request.kernel_cmd(), kernel, "{request:?}");
+            assert_eq!(request.arg_size(), size, "{request:?}");
+            assert_eq!(request.returns_arg(), returns, "{request:?}");
+            // x86_64 and aarch64 hosts share the generic encoding: the round trip is exact.
+            assert_eq!(FileAttrIoctl::from_host(kernel), Some(request));
+        }
+        assert_eq!(
+            FileAttrIoctl::from_host(libc::FS_IOC_GETFLAGS as u32),
+            Some(FileAttrIoctl::GetFlags)
+        );
+        // isatty's TCGETS and the 32-bit flags commands are not among them.
+        assert_eq!(FileAttrIoctl::from_host(libc::TCGETS as u32), None);
+        assert_eq!(
+            FileAttrIoctl::from_host(libc::FS_IOC32_GETFLAGS as u32),
+            None
+        );
+    }
 
     #[test]
     fn file_handle_round_trip() {

@@ -23,7 +23,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
-use super::abi::{FileHandle, Flock, NewUtsname, StatFs, Statx, Timestamp};
+use super::abi::{FileAttrIoctl, FileHandle, Flock, NewUtsname, StatFs, Statx, Timestamp};
 use super::bindings as b;
 use super::errno::Errno;
 use super::fd::{AsKernelFd, KernelFd};
@@ -904,6 +904,30 @@ pub fn ioctl_blkroset(fd: impl AsKernelFd, read_only: bool) -> Result<(), Errno>
     let args = [fdarg(&fd), BLKROSET, ptr(&flag), 0, 0, 0];
     // SAFETY: BLKROSET reads one int through the pointer, which points at
     // `flag` for the duration of the call.
+    to_unit(unsafe { syscall6(nr(b::__NR_ioctl), args) })
+}
+
+/// An inode-attribute ioctl (`lsattr`/`chattr`) on `fd`: `arg` is the argument, written by
+/// the kernel for a get and read by it for a set; `EINVAL` unless it is exactly the size the
+/// command takes.
+pub fn ioctl_file_attr(
+    fd: impl AsKernelFd,
+    request: FileAttrIoctl,
+    arg: &mut [u8],
+) -> Result<(), Errno> {
+    if arg.len() != request.arg_size() {
+        return Err(Errno::EINVAL);
+    }
+    let args = [
+        fdarg(&fd),
+        i64::from(request.kernel_cmd()),
+        mut_ptr(arg.as_mut_ptr()),
+        0,
+        0,
+        0,
+    ];
+    // SAFETY: each of these commands reads or writes exactly `arg_size()` bytes through the
+    // pointer, and `arg` is that long and writable for the duration of the call.
     to_unit(unsafe { syscall6(nr(b::__NR_ioctl), args) })
 }
 
