@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::fuse::{
@@ -24,6 +24,18 @@ const LIMIT: Duration = Duration::from_secs(300);
 #[track_caller]
 fn start(img: &Path, mnt: &Path, opts: &[&str]) -> Daemon {
     Daemon::start(img, mnt, opts).unwrap_or_else(|e| panic!("mount {}: {e}", img.display()))
+}
+
+/// A new ext4 image in `dir` mounted on `dir/mnt` with `opts`: the image, the mount point,
+/// the daemon and the mount point as a string for shell lines.
+#[track_caller]
+fn mount_fresh_ext4(dir: &Path, opts: &[&str]) -> (PathBuf, PathBuf, Daemon, String) {
+    let img = dir.join("ext4.img");
+    make_fs(Fs::Ext4, &img, dir);
+    let mnt = subdir(dir, "mnt", 0o755, None);
+    let d = start(&img, &mnt, opts);
+    let m = fuse::path_str(&mnt).to_string();
+    (img, mnt, d, m)
 }
 
 /// The errno name python3 sees for each line of `calls` (python expressions
@@ -474,12 +486,8 @@ fn ext4_fallocate_sparse_files_and_seek() {
 #[test]
 fn ext4_xattrs_and_acls() {
     fuse_test(FILE, "ext4_xattrs", LIMIT, |dir| {
-        let img = dir.join("ext4.img");
-        make_fs(Fs::Ext4, &img, &dir);
-        let mnt = subdir(&dir, "mnt", 0o755, None);
         // allow_other: the ACL is checked for other users' requests.
-        let d = start(&img, &mnt, &["type=ext4", "allow_other"]);
-        let m = fuse::path_str(&mnt).to_string();
+        let (img, mnt, d, m) = mount_fresh_ext4(&dir, &["type=ext4", "allow_other"]);
 
         sh_ok(&format!(
             "cd {} && echo data > x.txt && ln -s x.txt lnk && mkdir xd",
@@ -588,11 +596,7 @@ fn lsattr(path: &str) -> String {
 #[test]
 fn ext4_file_attributes_through_lsattr_and_chattr() {
     fuse_test(FILE, "ext4_chattr", LIMIT, |dir| {
-        let img = dir.join("ext4.img");
-        make_fs(Fs::Ext4, &img, &dir);
-        let mnt = subdir(&dir, "mnt", 0o755, None);
-        let d = start(&img, &mnt, &["type=ext4", "allow_other"]);
-        let m = fuse::path_str(&mnt).to_string();
+        let (img, mnt, d, m) = mount_fresh_ext4(&dir, &["type=ext4", "allow_other"]);
         sh_ok(&format!(
             "cd {} && echo one > log.txt && echo keep > kept.txt && mkdir sealed open && \
              chmod 0777 open && chown 2002:2002 open",
