@@ -1010,22 +1010,17 @@ pub enum FileAttrIoctl {
 impl FileAttrIoctl {
     /// The request for a host ioctl command, or None for every other command.
     pub fn from_host(cmd: u32) -> Option<FileAttrIoctl> {
-        let host = |ioctl: libc::Ioctl| ioctl as u32;
-        [
-            FileAttrIoctl::GetFlags,
-            FileAttrIoctl::SetFlags,
-            FileAttrIoctl::GetXattr,
-            FileAttrIoctl::SetXattr,
-        ]
-        .into_iter()
-        .find(|request| {
-            cmd == match request {
-                FileAttrIoctl::GetFlags => host(libc::FS_IOC_GETFLAGS),
-                FileAttrIoctl::SetFlags => host(libc::FS_IOC_SETFLAGS),
-                FileAttrIoctl::GetXattr => host(libc::_IOR::<FsXattr>(u32::from(b'X'), 31)),
-                FileAttrIoctl::SetXattr => host(libc::_IOW::<FsXattr>(u32::from(b'X'), 32)),
-            }
-        })
+        const GET_FLAGS: u32 = libc::FS_IOC_GETFLAGS as u32;
+        const SET_FLAGS: u32 = libc::FS_IOC_SETFLAGS as u32;
+        const GET_XATTR: u32 = libc::_IOR::<FsXattr>(b'X' as u32, 31) as u32;
+        const SET_XATTR: u32 = libc::_IOW::<FsXattr>(b'X' as u32, 32) as u32;
+        match cmd {
+            GET_FLAGS => Some(FileAttrIoctl::GetFlags),
+            SET_FLAGS => Some(FileAttrIoctl::SetFlags),
+            GET_XATTR => Some(FileAttrIoctl::GetXattr),
+            SET_XATTR => Some(FileAttrIoctl::SetXattr),
+            _ => None,
+        }
     }
 
     /// The kernel's command number. The flags commands are declared with a `long` argument,
