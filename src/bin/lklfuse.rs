@@ -220,14 +220,17 @@ fn log_stats(stats: &StatsProbe) {
         return;
     };
     let memory = disk::memory_info().unwrap_or_default();
+    let (handed_off, written_by_workers) = lklfuse::fs::handoff::counts();
     tracing::info!(
-        "stats: nodes={} open_files={} cached_fds={} kernel_free_kib={} kernel_available_kib={} kernel_total_kib={}",
+        "stats: nodes={} open_files={} cached_fds={} kernel_free_kib={} kernel_available_kib={} kernel_total_kib={} answers_handed_off={} answers_by_workers={}",
         fs.nodes,
         fs.open_files,
         fs.cached_fds,
         memory.free_kib,
         memory.available_kib,
-        memory.total_kib
+        memory.total_kib,
+        handed_off,
+        written_by_workers
     );
 }
 
@@ -347,4 +350,20 @@ fn mount(config: &Config) -> Result<Mounted, Error> {
 fn strip_path(text: &str, image: &Path) -> String {
     let prefix = format!("{}: ", image.display());
     text.strip_prefix(&prefix).unwrap_or(text).to_string()
+}
+
+/// Every `writev(2)` of this program, fuser's answers to FUSE requests among them, comes
+/// here: answers may be written from the caller's CPU instead (see `lklfuse::fs::handoff`),
+/// everything else goes to the system call unchanged.
+///
+/// # Safety
+/// As for `writev(2)`: `iov` points to `iovcnt` valid iovecs describing readable memory.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn writev(
+    fd: libc::c_int,
+    iov: *const libc::iovec,
+    iovcnt: libc::c_int,
+) -> libc::ssize_t {
+    // SAFETY: the caller's guarantees are those `handoff::writev` needs.
+    unsafe { lklfuse::fs::handoff::writev(fd, iov, iovcnt) }
 }

@@ -18,17 +18,24 @@
 //! does not spin at all. Under a CPU quota (cgroup `cpu.max`) that time counts against the
 //! quota, and the spinners count as running in the load average: `idle_poll=0` turns this
 //! off.
+//!
+//! A spinner also writes answers for workers on other CPUs (see [`super::handoff`]): it runs
+//! only while its CPU is otherwise idle, which is where a caller waiting for its answer
+//! sleeps.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::handoff::Mailboxes;
+
 /// The most CPUs kept awake, the first ones the daemon may run on. Each costs a CPU's worth
 /// of spinning during bursts; a caller on a later CPU still gains on the workers' side.
 pub const MAX_CPUS: usize = 8;
 
-/// Spin iterations between checks for the window's end: a few microseconds.
-const SPINS_PER_CHECK: u32 = 200;
+/// Spin iterations, each also checking the mailbox, between looks at the clock (the
+/// heartbeat, the window's end): about a microsecond.
+const SPINS_PER_CHECK: u32 = 16;
 
 /// How often a spinner yields, in microseconds. The scheduler should never pick a
 /// `SCHED_IDLE` task over a runnable normal one, but if it does (a task that yielded in its
@@ -62,6 +69,8 @@ struct Shared {
     closed: AtomicBool,
     lock: Mutex<()>,
     wake: Condvar,
+    /// One per spinner, in the order of `IdlePoll::cpus`'s candidates.
+    mailboxes: Arc<Mailboxes>,
 }
 
 impl IdlePoll {
@@ -76,25 +85,27 @@ impl IdlePoll {
         if cpus.len() < 2 {
             return None;
         }
+        let origin = Instant::now();
         let shared = Arc::new(Shared {
             window_us: u64::try_from(window.as_micros()).unwrap_or(u64::MAX),
-            origin: Instant::now(),
+            origin,
             last_request_us: AtomicU64::new(0),
             sleeping: AtomicUsize::new(0),
             spinning: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             lock: Mutex::new(()),
             wake: Condvar::new(),
+            mailboxes: Arc::new(Mailboxes::new(&cpus, origin)),
         });
         let mut started = Vec::with_capacity(cpus.len());
-        for &cpu in &cpus {
+        for (index, &cpu) in cpus.iter().enumerate() {
             let spinner = shared.clone();
             // Not joined: a spinner leaves within one spin batch of `closed`, but a
             // SCHED_IDLE thread on a CPU that stays busy may wait long for that batch.
             let spawned = std::thread::Builder::new()
                 .name(format!("idle-poll-{cpu}"))
                 .stack_size(STACK_SIZE)
-                .spawn(move || spinner.run_on(cpu));
+                .spawn(move || spinner.run_on(cpu, index));
             match spawned {
                 Ok(_) => started.push(cpu),
                 Err(e) => tracing::warn!("idle polling: cannot start a thread for CPU {cpu}: {e}"),
@@ -123,6 +134,11 @@ impl IdlePoll {
     /// The CPUs with a spinner.
     pub fn cpus(&self) -> &[usize] {
         &self.cpus
+    }
+
+    /// The spinners' mailboxes, for workers to hand answers to.
+    pub fn mailboxes(&self) -> &Arc<Mailboxes> {
+        &self.shared.mailboxes
     }
 
     /// How many spinners spin right now.
@@ -158,8 +174,12 @@ impl Shared {
         self.closed.load(Ordering::SeqCst)
     }
 
-    /// A spinner's life: on `cpu` at the lowest priority, or not at all.
-    fn run_on(&self, cpu: usize) {
+    /// A spinner's life: on `cpu` at the lowest priority, or not at all. It is the
+    /// `index`-th of the CPUs it was started for, and delivers that mailbox's answers.
+    fn run_on(&self, cpu: usize, index: usize) {
+        let Some(mailbox) = self.mailboxes.get(index) else {
+            return;
+        };
         if let Err(e) = lowest_priority_on(cpu) {
             tracing::debug!("idle polling: CPU {cpu} stays idle: {e}");
             return;
@@ -171,16 +191,28 @@ impl Shared {
             }
             self.spinning.fetch_add(1, Ordering::Relaxed);
             let mut last_yield = self.now_us();
+            let mut last_beat = last_yield;
             while !self.closed() && !self.quiet() {
                 for _ in 0..SPINS_PER_CHECK {
+                    if mailbox.deliver() {
+                        // The caller just woken preempted this spinner: beat at once
+                        // when back, so that the next answer finds it running.
+                        break;
+                    }
                     std::hint::spin_loop();
                 }
                 let now = self.now_us();
+                mailbox.heartbeat(now, last_beat);
+                last_beat = now;
                 if now.saturating_sub(last_yield) >= YIELD_EVERY_US {
+                    // No answers while off the CPU: a spinner that yields has something to
+                    // yield to, and the next heartbeat shows it is back.
+                    mailbox.stopped();
                     last_yield = now;
                     std::thread::yield_now();
                 }
             }
+            mailbox.stopped();
             self.spinning.fetch_sub(1, Ordering::Relaxed);
         }
     }

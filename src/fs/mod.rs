@@ -18,6 +18,7 @@
 //! local locks are exact.
 
 pub mod creds;
+pub mod handoff;
 pub mod idle_poll;
 pub mod inode;
 pub mod workers;

@@ -46,6 +46,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering}
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use super::handoff;
 use super::idle_poll::IdlePoll;
 
 /// Most answers skipped after windows that saw no request.
@@ -170,6 +171,9 @@ impl Workers {
             let mut exit = exit.borrow_mut();
             if exit.is_none() {
                 *exit = Some(CloseOnExit(self.me.clone()));
+                if let Some(idle_poll) = &self.idle_poll {
+                    handoff::serve_through(idle_poll.mailboxes());
+                }
             }
         });
         if let Some(idle_poll) = &self.idle_poll {
