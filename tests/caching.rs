@@ -302,6 +302,32 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
+/// From the daemon's `stats:` line (asked for with SIGUSR1): answers written by idle-poll
+/// threads, and answers the workers wrote themselves although they could have been.
+fn answer_counts(d: &Daemon) -> (u64, u64) {
+    let before = d.log_text().matches("stats: ").count();
+    d.signal(libc::SIGUSR1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = d.log_text();
+        if let Some(line) = log.lines().filter(|l| l.contains("stats: ")).nth(before) {
+            let field = |name: &str| -> u64 {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+                    .unwrap_or_else(|| panic!("no {name} in {line}"))
+                    .parse()
+                    .unwrap()
+            };
+            return (field("answers_handed_off"), field("answers_by_workers"));
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stats line in {log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The daemon's threads named `idle-poll-*`, with their scheduling policies.
 fn idle_pollers(pid: u32) -> Vec<(String, i32)> {
     let mut found = Vec::new();
@@ -360,6 +386,17 @@ print("done")
 "#,
         );
         assert_eq!(got, ["done"]);
+        // With several CPUs, the pollers wrote answers for the workers (from the CPU the
+        // caller slept on, see `fs::handoff`).
+        let (handed_off, by_workers) = answer_counts(&d);
+        if cpus > 1 {
+            assert!(
+                handed_off > 0,
+                "{handed_off} answers handed off, {by_workers} not"
+            );
+        } else {
+            assert_eq!(handed_off, 0);
+        }
         // ...and once they stop, nobody spins: well under 10% of a CPU while idle.
         let before = cpu_ticks(pid);
         std::thread::sleep(Duration::from_secs(3));
@@ -372,10 +409,13 @@ print("done")
         );
         d.stop();
 
-        // idle_poll=0 starts none.
+        // idle_poll=0 starts none, and the workers write every answer themselves.
         let d = start(&img, &mnt, &["type=ext4,idle_poll=0"]);
         let pollers = idle_pollers(d.pid().expect("daemon pid"));
         assert!(pollers.is_empty(), "{pollers:?}");
+        let got = outcomes(&mnt, None, "os.stat(m)\nprint('done')");
+        assert_eq!(got, ["done"]);
+        assert_eq!(answer_counts(&d).0, 0);
         d.stop();
     });
 }

@@ -214,7 +214,8 @@ fn serve(
     Ok(())
 }
 
-/// One `stats:` line (SIGUSR1): what the daemon holds for the host and the kernel's memory.
+/// One `stats:` line (SIGUSR1): what the daemon holds for the host, the kernel's memory, and
+/// how many answers idle-poll threads wrote for the workers (see `lklfuse::fs::handoff`).
 fn log_stats(stats: &StatsProbe) {
     let Some(fs) = stats.read() else {
         return;

@@ -440,8 +440,9 @@ const OPTION_HELP: &[(&str, &str)] = &[
         "idle_poll=USECS",
         "keep every CPU (up to 8) from idling, with a lowest-priority thread, until USECS \
          after the last request: waking callers and workers on a CPU that halted is slow, \
-         above all in virtual machines. Costs CPU time otherwise idle, during bursts only \
-         (default 2000; 0: off)",
+         above all in virtual machines. These threads also write small answers from the \
+         CPU the caller waits on, which wakes it faster. Costs CPU time otherwise idle, \
+         during bursts only (default 2000; 0: off)",
     ),
     (
         "writeback_cache, no_writeback_cache",

@@ -11,7 +11,7 @@
 //! (skip 2, 4, ... up to [`MAX_SKIP`] answers), and only one worker polls at a time. A
 //! forget has no answer but polls too: the host sends one right after answering an unlink,
 //! just before the caller's next request. The other wake-up of each request, the caller's,
-//! is what [`super::idle_poll`] makes cheaper.
+//! is what [`super::idle_poll`] and [`super::handoff`] make cheaper.
 //!
 //! Whether a polling worker yields its CPU at each check depends on that idle polling. Without
 //! it (one CPU, or `idle_poll=0`) the caller is often woken on the worker's CPU, and the
