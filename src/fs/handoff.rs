@@ -560,6 +560,15 @@ mod tests {
         false
     }
 
+    /// No slot kept `device`, and nothing more reached the pipe.
+    fn assert_nothing_more_written(mut read_end: std::fs::File, device: Arc<OwnedFd>) {
+        assert_eq!(Arc::strong_count(&device), 1);
+        drop(device);
+        let mut rest = Vec::new();
+        read_end.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{} bytes more", rest.len());
+    }
+
     fn eventually_running(mailboxes: &Mailboxes) -> bool {
         crate::fs::eventually(|| mailboxes.get(0).unwrap().running_at(mailboxes.now_us()))
     }
@@ -616,7 +625,7 @@ mod tests {
     fn an_answer_not_taken_in_time_is_taken_back_unwritten() {
         let mailboxes = Mailboxes::new(&[5], Instant::now());
         let mailbox = mailboxes.get(0).unwrap();
-        let (mut read_end, device) = pipe();
+        let (read_end, device) = pipe();
         let bytes = answer(9, b"late");
         // Nobody delivers.
         let posted = Instant::now();
@@ -625,12 +634,7 @@ mod tests {
         for slot in &mailbox.slots {
             assert_eq!(phase(slot.state.load(Ordering::Relaxed)), EMPTY);
         }
-        // No slot kept the device, and nothing reached the pipe.
-        assert_eq!(Arc::strong_count(&device), 1);
-        drop(device);
-        let mut rest = Vec::new();
-        read_end.read_to_end(&mut rest).unwrap();
-        assert!(rest.is_empty());
+        assert_nothing_more_written(read_end, device);
     }
 
     #[test]
@@ -654,11 +658,7 @@ mod tests {
         let posted_third = slot.post(&device, &[&third]).unwrap();
         assert!(slot.take_back(posted_third));
         assert!(!slot.deliver());
-        assert_eq!(Arc::strong_count(&device), 1);
-        drop(device);
-        let mut rest = Vec::new();
-        read_end.read_to_end(&mut rest).unwrap();
-        assert!(rest.is_empty());
+        assert_nothing_more_written(read_end, device);
     }
 
     #[test]
