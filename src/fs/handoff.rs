@@ -426,9 +426,6 @@ unsafe fn hand_off(fd: RawFd, iov: *const libc::iovec, iovcnt: libc::c_int) -> O
     let count = usize::try_from(iovcnt)
         .ok()
         .filter(|&n| n > 0 && n <= MAX_PARTS)?;
-    let mailboxes = ROUTE
-        .try_with(|route| route.borrow().as_ref()?.mailboxes.upgrade())
-        .ok()??;
     // SAFETY: the caller vouches for `count` iovecs at `iov`.
     let iovecs = unsafe { std::slice::from_raw_parts(iov, count) };
     let mut parts = [&[][..]; MAX_PARTS];
@@ -440,7 +437,13 @@ unsafe fn hand_off(fd: RawFd, iov: *const libc::iovec, iovcnt: libc::c_int) -> O
     if !is_answer(parts) {
         return None;
     }
-    let device = ROUTE.try_with(|route| device_of(route, fd)).ok()??;
+    let (mailboxes, device) = ROUTE
+        .try_with(|route| {
+            let mut route = route.borrow_mut();
+            let route = route.as_mut()?;
+            Some((route.mailboxes.upgrade()?, route.device_of(fd)?))
+        })
+        .ok()??;
     // SAFETY: sched_getcpu has no arguments and no preconditions.
     let own_cpu = usize::try_from(unsafe { libc::sched_getcpu() }).unwrap_or(usize::MAX);
     if !mailboxes.send(own_cpu, &device, parts) {
@@ -451,26 +454,26 @@ unsafe fn hand_off(fd: RawFd, iov: *const libc::iovec, iovcnt: libc::c_int) -> O
     parts.iter().map(|p| p.len()).sum::<usize>().try_into().ok()
 }
 
-/// The duplicate of `fd` for spinners, if `fd` is the FUSE device this thread answers on
-/// (found out, and duplicated, on its first answer).
-fn device_of(route: &RefCell<Option<Route>>, fd: RawFd) -> Option<Arc<OwnedFd>> {
-    let mut route = route.borrow_mut();
-    let route = route.as_mut()?;
-    match &route.device {
-        Some((known, device)) => (*known == fd).then(|| device.clone()),
-        None => {
-            if !is_fuse_device(fd) {
-                return None;
+impl Route {
+    /// The duplicate of `fd` for spinners, if `fd` is the FUSE device this thread answers
+    /// on (found out, and duplicated, on its first answer).
+    fn device_of(&mut self, fd: RawFd) -> Option<Arc<OwnedFd>> {
+        match &self.device {
+            Some((known, device)) => (*known == fd).then(|| device.clone()),
+            None => {
+                if !is_fuse_device(fd) {
+                    return None;
+                }
+                // SAFETY: F_DUPFD_CLOEXEC on an open descriptor has no memory effects.
+                let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+                if copy < 0 {
+                    return None;
+                }
+                // SAFETY: `copy` was just opened and is owned by nobody else.
+                let device = Arc::new(unsafe { OwnedFd::from_raw_fd(copy) });
+                self.device = Some((fd, device.clone()));
+                Some(device)
             }
-            // SAFETY: F_DUPFD_CLOEXEC on an open descriptor has no memory effects.
-            let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-            if copy < 0 {
-                return None;
-            }
-            // SAFETY: `copy` was just opened and is owned by nobody else.
-            let device = Arc::new(unsafe { OwnedFd::from_raw_fd(copy) });
-            route.device = Some((fd, device.clone()));
-            Some(device)
         }
     }
 }
