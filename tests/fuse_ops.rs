@@ -872,6 +872,83 @@ fn ext4_mmap_and_renameat2() {
     });
 }
 
+/// The host opens regular files without asking the daemon (it checks permissions itself):
+/// reads and writes then name only the file. A file must stay readable and writable through
+/// descriptors opened before its name went (removed, or replaced by a rename), also with
+/// more such files than the daemon keeps its own descriptors for; `O_TRUNC` must still
+/// truncate on the image; and opening must still be refused where the caller may not.
+#[test]
+fn ext4_open_files_outlive_their_names() {
+    fuse_test(FILE, "ext4_open_files", LIMIT, |dir| {
+        let (img, mnt, d, m) = mount_fresh_ext4(&dir, &["type=ext4", "allow_other"]);
+        let code = "import os, resource, sys\n\
+                    m = sys.argv[1]\nn = 1100\n\
+                    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n\
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), max(hard, 4096)))\n\
+                    os.mkdir(m + '/many')\n\
+                    fds = []\n\
+                    for i in range(n):\n    \
+                        p = m + '/many/f%d' % i\n    \
+                        with open(p, 'wb') as f:\n        f.write(b'old %d\\n' % i)\n    \
+                        fds.append(os.open(p, os.O_RDWR))\n\
+                    for i in range(n):\n    \
+                        os.unlink(m + '/many/f%d' % i)\n\
+                    for i, fd in enumerate(fds):\n    \
+                        assert os.pread(fd, 100, 0) == b'old %d\\n' % i, ('read', i)\n    \
+                        os.pwrite(fd, b'new %d\\n' % i, 0)\n\
+                    for i, fd in enumerate(fds):\n    \
+                        assert os.pread(fd, 100, 0) == b'new %d\\n' % i, ('reread', i)\n    \
+                        assert os.fstat(fd).st_nlink == 0, ('nlink', i)\n    \
+                        os.close(fd)\n\
+                    print(len(os.listdir(m + '/many')))\n\
+                    with open(m + '/kept', 'w') as f:\n    f.write('kept')\n\
+                    with open(m + '/new', 'w') as f:\n    f.write('replacement')\n\
+                    fd = os.open(m + '/kept', os.O_RDONLY)\n\
+                    os.rename(m + '/new', m + '/kept')\n\
+                    print(os.pread(fd, 100, 0).decode(), open(m + '/kept').read())\n\
+                    os.close(fd)\n\
+                    with open(m + '/t', 'w') as f:\n    f.write('hello world')\n\
+                    with open(m + '/t', 'w') as f:\n    f.write('hi')\n\
+                    print(open(m + '/t').read())\n";
+        let out = py(code, &[&m]).expect_ok();
+        assert_eq!(
+            out, "0\nkept replacement\nhi\n",
+            "removed files read and written through open descriptors, a file replaced by \
+             rename, O_TRUNC"
+        );
+        // Opening is refused by mode: 2003 may neither read a 0600 file nor write a 0644 one.
+        sh_ok(&format!(
+            "cd {} && echo s > private && chmod 0600 private && echo p > public",
+            q(&mnt)
+        ));
+        let out = py_as(
+            2003,
+            2003,
+            &[],
+            "import sys, errno\nm = sys.argv[1]\n\
+             for p, how in (('private', 'r'), ('public', 'a'), ('public', 'r')):\n    \
+             try:\n        open(m + '/' + p, how).close()\n        print('OK')\n    \
+             except OSError as e:\n        print(errno.errorcode[e.errno])",
+            &[&m],
+        )
+        .expect_ok();
+        assert_eq!(
+            out, "EACCES\nEACCES\nOK\n",
+            "uid 2003 opens a 0600 file to read, a 0644 file to append, and to read"
+        );
+        d.stop();
+        fsck_clean(Fs::Ext4, &img);
+        let d = start(&img, &mnt, &["type=ext4"]);
+        assert_eq!(read(&mnt.join("kept")), b"replacement", "remount: kept");
+        assert_eq!(read(&mnt.join("t")), b"hi", "remount: truncated file");
+        assert!(
+            names(&mnt.join("many")).is_empty(),
+            "remount: many/ is empty"
+        );
+        d.stop();
+    });
+}
+
 /// Listings (READDIRPLUS) hand the host each entry's attributes; for nodes it already knows
 /// the daemon checks cheaply that a name still leads to the same inode. After renames over
 /// existing names, hard links, removals whose inode numbers get reused and size changes,

@@ -479,7 +479,7 @@ const OPTION_HELP: &[(&str, &str)] = &[
     ("allow_root", "let the owner and root use the mount"),
     (
         "default_permissions",
-        "let the host kernel check permission bits",
+        "let the host kernel check permission bits (it does anyway, ACLs included, except on f2fs)",
     ),
     (
         "fsname=NAME",

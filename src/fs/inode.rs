@@ -17,7 +17,7 @@ use std::ffi::CStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use super::creds;
+use super::{creds, OpenFile};
 use crate::lkl::abi::{FileHandle, Statx};
 use crate::lkl::{bindings as b, sys, Errno, KernelFd};
 
@@ -27,6 +27,8 @@ pub const ROOT_ID: u64 = 1;
 pub const SYNTHETIC_BASE: u64 = 1 << 56;
 /// Open `O_PATH` descriptors kept for handle-backed nodes.
 pub const FD_CACHE_MAX: usize = 1024;
+/// Nodes' own open files kept (see [`InodeTable::node_file`]).
+pub const NODE_FILES_MAX: usize = 1024;
 
 /// `statx` mask the daemon asks for.
 pub const STATX_MASK: u32 = b::STATX_BASIC_STATS | b::STATX_BTIME;
@@ -44,6 +46,12 @@ pub struct Inode {
     pinned: Option<Arc<KernelFd>>,
     /// A cached descriptor for handle-backed nodes.
     cached: Mutex<Option<Arc<KernelFd>>>,
+    /// A descriptor held since a name of the node was removed while the host knew it (see
+    /// [`InodeTable::removing`]), until the host forgets it.
+    kept: Mutex<Option<Arc<KernelFd>>>,
+    /// The node's own open file and whether it was opened for writing (see
+    /// [`InodeTable::node_file`]).
+    file: Mutex<Option<(Arc<OpenFile>, bool)>>,
     /// FUSE lookup count.
     lookups: AtomicU64,
     /// `S_IFMT` bits (a node never changes type).
@@ -76,6 +84,8 @@ pub struct InodeTable {
     mount_fd: Arc<KernelFd>,
     /// Handle-backed nodes with a cached descriptor, oldest first.
     fd_cache: Mutex<VecDeque<Weak<Inode>>>,
+    /// Nodes holding their own open file, oldest first.
+    file_cache: Mutex<VecDeque<Weak<Inode>>>,
 }
 
 /// What a lookup found.
@@ -106,6 +116,8 @@ impl InodeTable {
             handle: None,
             pinned: Some(fd.clone()),
             cached: Mutex::new(None),
+            kept: Mutex::new(None),
+            file: Mutex::new(None),
             lookups: AtomicU64::new(1),
             file_type: u32::from(st.mode) & b::S_IFMT,
         });
@@ -117,6 +129,7 @@ impl InodeTable {
             next_synthetic: AtomicU64::new(SYNTHETIC_BASE),
             mount_fd: fd,
             fd_cache: Mutex::new(VecDeque::new()),
+            file_cache: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -285,6 +298,8 @@ impl InodeTable {
             handle,
             pinned,
             cached: Mutex::new(None),
+            kept: Mutex::new(None),
+            file: Mutex::new(None),
             lookups: AtomicU64::new(1),
             file_type: u32::from(stat.mode) & b::S_IFMT,
         });
@@ -295,6 +310,85 @@ impl InodeTable {
             self.cache_fd(&inode, fd);
         }
         inode
+    }
+
+    /// The node's own open file, for the reads and writes the host sends without an open
+    /// of its own (it opens files without asking, see `KernelFs`'s `open`). It is opened
+    /// with `open` (given whether it must be writable) when the node has none, or only a
+    /// read-only one and `write` is asked for. At most [`NODE_FILES_MAX`] nodes keep theirs;
+    /// the others open it again when used.
+    pub(super) fn node_file(
+        &self,
+        inode: &Arc<Inode>,
+        write: bool,
+        open: impl FnOnce(bool) -> Result<OpenFile, Errno>,
+    ) -> Result<Arc<OpenFile>, Errno> {
+        let usable = |slot: &Option<(Arc<OpenFile>, bool)>| match slot {
+            Some((file, writable)) if *writable || !write => Some(file.clone()),
+            _ => None,
+        };
+        if let Some(file) = usable(&lock(&inode.file)) {
+            return Ok(file);
+        }
+        let file = Arc::new(open(write)?);
+        let mut slot = lock(&inode.file);
+        if let Some(theirs) = usable(&slot) {
+            return Ok(theirs); // another request was faster
+        }
+        let first = slot.is_none();
+        *slot = Some((file.clone(), write));
+        drop(slot);
+        if first {
+            let mut queue = lock(&self.file_cache);
+            queue.push_back(Arc::downgrade(inode));
+            while queue.len() > NODE_FILES_MAX {
+                if let Some(old) = queue.pop_front().and_then(|w| w.upgrade()) {
+                    lock(&old.file).take();
+                }
+            }
+        }
+        Ok(file)
+    }
+
+    /// Closes the node's own open file (its attributes changed, see `KernelFs`'s `ioctl`),
+    /// to be opened again under the new rules when next used.
+    pub(super) fn reopen_node_file(&self, inode: &Inode) {
+        lock(&inode.file).take();
+    }
+
+    /// Called before `name` in `dir` is removed or replaced: if it names a regular file the
+    /// host knows, the host may hold it open without our knowing (see `KernelFs`'s `open`),
+    /// so the node holds a descriptor until the host forgets it. Without one the kernel
+    /// would free the inode with its last name, and the host's reads and writes would find
+    /// nothing: a handle does not find an inode without names.
+    pub(super) fn removing(&self, dir: &KernelFd, name: &CStr) {
+        let flags = b::AT_SYMLINK_NOFOLLOW as i32;
+        // On failure the removal itself reports what is wrong with the name.
+        let Ok(stat) = sys::statx(dir, name, flags, b::STATX_TYPE | b::STATX_INO) else {
+            return;
+        };
+        if u32::from(stat.mode) & b::S_IFMT != b::S_IFREG {
+            return;
+        }
+        let node = {
+            let maps = self.maps.read().unwrap_or_else(|e| e.into_inner());
+            match maps
+                .by_key
+                .get(&key_of(&stat))
+                .and_then(|id| maps.by_id.get(id))
+            {
+                Some(node) => node.clone(),
+                None => return,
+            }
+        };
+        if node.pinned.is_some() || lock(&node.kept).is_some() {
+            return;
+        }
+        // If the node cannot be reached now (its number reused behind the host's back, say),
+        // the removal still goes ahead.
+        if let Ok(fd) = self.fd(&node) {
+            *lock(&node.kept) = Some(fd);
+        }
     }
 
     /// The host dropped `n` references to node `id`; it goes once none are left.
@@ -351,6 +445,7 @@ impl InodeTable {
         maps.by_id.retain(|id, _| *id == ROOT_ID);
         maps.by_key.retain(|_, id| *id == ROOT_ID);
         lock(&self.fd_cache).clear();
+        lock(&self.file_cache).clear();
     }
 }
 
@@ -375,9 +470,13 @@ fn handle_generation(handle: &FileHandle) -> u64 {
     })
 }
 
-/// The descriptor `inode` holds now, if any: pinned, or still in the cache.
+/// The descriptor `inode` holds now, if any: pinned, kept, or still in the cache.
 fn held_fd(inode: &Inode) -> Option<Arc<KernelFd>> {
-    inode.pinned.clone().or_else(|| lock(&inode.cached).clone())
+    inode
+        .pinned
+        .clone()
+        .or_else(|| lock(&inode.kept).clone())
+        .or_else(|| lock(&inode.cached).clone())
 }
 
 /// `statx` of an `O_PATH` descriptor itself (not following a symlink it may be).

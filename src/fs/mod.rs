@@ -13,6 +13,13 @@
 //! `AT_EMPTY_PATH` or, where the kernel needs a real path, `/proc/self/fd/N` (the kernel's
 //! procfs is mounted for that). Errnos from the kernel reach the caller unchanged.
 //!
+//! Permissions are checked twice, by the same rules: the host kernel checks mode bits and
+//! POSIX ACLs (which it asks us for) as on a native mount, and every request then runs here
+//! as its caller. That lets the host open regular files without asking (see `open`): a
+//! read it can serve from its cache then costs no request at all. Where the host cannot
+//! check ACLs (before Linux 4.9), or the filesystem acts on each close (f2fs), files are
+//! opened here for each host open instead, and only the kernel here checks.
+//!
 //! POSIX and BSD locks are left to the host kernel (the lock requests answer `ENOSYS`, so
 //! FUSE keeps them local): the mount is the only way into the image while it is mounted, so
 //! local locks are exact.
@@ -66,13 +73,27 @@ pub const MAX_IO: u32 = 1 << 20;
 /// threads sends, stay parallel: they overlap their waits for the disk.
 const STREAM_READ_BYTES: u32 = 128 * 1024;
 
-/// A file or directory opened for the host.
+/// A file or directory opened for the host, or a node's own open file (see `open`).
+#[derive(Debug)]
 struct OpenFile {
     fd: KernelFd,
     /// Serialises `lseek` + `getdents64` on directories.
     dir_lock: Mutex<()>,
     /// Serialises large reads (see [`STREAM_READ_BYTES`]).
     stream_lock: Mutex<()>,
+    /// A node's own file opened `O_APPEND`, as an append-only file can only be written.
+    append_only: bool,
+}
+
+impl OpenFile {
+    fn new(fd: KernelFd) -> OpenFile {
+        OpenFile {
+            fd,
+            dir_lock: Mutex::new(()),
+            stream_lock: Mutex::new(()),
+            append_only: false,
+        }
+    }
 }
 
 type OpenFiles = RwLock<HashMap<u64, Arc<OpenFile>>>;
@@ -96,6 +117,9 @@ pub struct KernelFs {
     writeback: bool,
     /// The filesystem does something when a descriptor is closed (see `flush`).
     acts_on_close: bool,
+    /// The host opens regular files itself, checking permissions (POSIX ACLs included) on
+    /// its own: it sends no OPEN, and reads and writes come with file handle 0 (see `open`).
+    host_opens: bool,
     /// What workers do between requests (see [`KernelFs::workers`]).
     workers: Arc<Workers>,
 }
@@ -270,6 +294,7 @@ impl KernelFs {
             offer_writeback: false,
             writeback: false,
             acts_on_close: true,
+            host_opens: false,
             workers: Workers::new(1, Duration::ZERO, Duration::ZERO),
         })
     }
@@ -425,19 +450,67 @@ impl KernelFs {
             .ok_or(Errno::EBADF)
     }
 
+    /// The open file a data request on node `ino` names: `fh`, or the node's own (opened
+    /// writable if `write`) when the host opened the file without telling us (see `open`).
+    fn file_for(
+        &self,
+        ino: INodeNo,
+        fh: fuser::FileHandle,
+        write: bool,
+    ) -> Result<Arc<OpenFile>, Errno> {
+        if fh.0 != 0 || !self.host_opens {
+            return self.file(fh);
+        }
+        let node = self.node(ino)?;
+        self.inodes
+            .node_file(&node, write, |write| self.open_node_file(&node, write))
+    }
+
+    /// Opens a node's own file as the daemon: the host has already checked the caller's
+    /// permission to open it, and later callers reuse it. Reads and writes through it still
+    /// run as their caller (clearing set-user-id bits on write, say).
+    ///
+    /// An append-only file (`chattr +a`) opens for writing only with `O_APPEND`: its writes
+    /// are then refused unless the host's own descriptor appends too (see `do_write`).
+    /// Not under the writeback cache, where the host places every write itself.
+    fn open_node_file(&self, node: &Arc<Inode>, write: bool) -> Result<OpenFile, Errno> {
+        let fd = self.inodes.fd(node)?;
+        let path = proc_path(&fd);
+        let open = |flags: u32| {
+            creds::as_daemon(|| sys::openat(CWD, &path, (flags | b::O_CLOEXEC) as i32, 0))
+        };
+        if !write {
+            return Ok(OpenFile::new(open(b::O_RDONLY)?));
+        }
+        match open(b::O_RDWR) {
+            Err(Errno::EPERM) if !self.writeback => Ok(OpenFile {
+                append_only: true,
+                ..OpenFile::new(open(b::O_RDWR | b::O_APPEND)?)
+            }),
+            result => Ok(OpenFile::new(result?)),
+        }
+    }
+
+    /// Removes or replaces `name` in `dir` with `remove`, keeping the file the host may
+    /// still hold open (see [`InodeTable::removing`]).
+    fn remove_name(
+        &self,
+        dir: &KernelFd,
+        name: &std::ffi::CStr,
+        remove: impl FnOnce() -> Result<(), Errno>,
+    ) -> Result<(), Errno> {
+        if self.host_opens {
+            self.inodes.removing(dir, name);
+        }
+        remove()
+    }
+
     fn add_file(&self, fd: KernelFd) -> fuser::FileHandle {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.files
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                fh,
-                Arc::new(OpenFile {
-                    fd,
-                    dir_lock: Mutex::new(()),
-                    stream_lock: Mutex::new(()),
-                }),
-            );
+            .insert(fh, Arc::new(OpenFile::new(fd)));
         fuser::FileHandle(fh)
     }
 
@@ -495,7 +568,9 @@ impl KernelFs {
         }
         if let Some(size) = size {
             let size = i64::try_from(size).map_err(|_| Errno::EFBIG)?;
-            match fh.map(|fh| self.file(fh)).transpose()? {
+            // ftruncate(2) of an open file: through the file (the node's own under handle 0),
+            // as the open already settled that the caller may write it.
+            match fh.map(|fh| self.file_for(ino, fh, true)).transpose()? {
                 Some(file) => sys::ftruncate(&file.fd, size)?,
                 None => sys::truncate(&proc_path(&fd), size)?,
             }
@@ -560,14 +635,54 @@ impl KernelFs {
     ) -> Result<(FileAttr, Generation, fuser::FileHandle, FopenFlags), Errno> {
         let (pnode, dir) = self.node_fd(parent)?;
         let name = cname(name)?;
-        let (file, fopen) = self.open_for_host(flags, |flags| {
-            sys::openat(&*dir, &name, flags | b::O_CREAT as i32, mode)
-        })?;
+        let create = |flags| sys::openat(&*dir, &name, flags | b::O_CREAT as i32, mode);
+        if self.host_opens {
+            return self.create_without_handle(&pnode, &name, flags, create);
+        }
+        let (file, fopen) = self.open_for_host(flags, create)?;
         let found = self.inodes.lookup(&pnode, &name)?;
         Ok((
             attr(found.inode.id, &found.stat),
             Generation(found.inode.generation()),
             self.add_file(file),
+            fopen,
+        ))
+    }
+
+    /// `do_create` where the host opens files itself (see `open`). It then sends no RELEASE
+    /// for any file, created ones included, so the created file gets no handle (0): its
+    /// reads and writes use the node's own file, which the descriptor opened here becomes
+    /// when it can serve both (opened read-write, without `O_APPEND`: the host places
+    /// appends itself). The caller creates the file, so owner, permission to create and
+    /// `O_EXCL`/`O_TRUNC` are the kernel's as always; an existing file that the caller may
+    /// only open as asked is opened so, and that descriptor is not kept.
+    fn create_without_handle(
+        &self,
+        parent: &Arc<Inode>,
+        name: &std::ffi::CStr,
+        flags: i32,
+        create: impl Fn(i32) -> Result<KernelFd, Errno>,
+    ) -> Result<(FileAttr, Generation, fuser::FileHandle, FopenFlags), Errno> {
+        let (asked, fopen) = open_flags(flags, self.writeback, false);
+        let both = (asked & !((b::O_ACCMODE | b::O_APPEND) as i32)) | b::O_RDWR as i32;
+        let kept = match create(both) {
+            Err(Errno::EACCES | Errno::EPERM) if asked != both => {
+                drop(create(asked)?);
+                None
+            }
+            result => Some(result?),
+        };
+        let found = self.inodes.lookup(parent, name)?;
+        if let Some(fd) = kept {
+            // An error here only means the node opens its own file when first used.
+            let _ = self
+                .inodes
+                .node_file(&found.inode, true, |_| Ok(OpenFile::new(fd)));
+        }
+        Ok((
+            attr(found.inode.id, &found.stat),
+            Generation(found.inode.generation()),
+            fuser::FileHandle(0),
             fopen,
         ))
     }
@@ -588,8 +703,14 @@ impl KernelFs {
         ))
     }
 
-    fn do_read(&self, fh: fuser::FileHandle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
-        let file = self.file(fh)?;
+    fn do_read(
+        &self,
+        ino: INodeNo,
+        fh: fuser::FileHandle,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, Errno> {
+        let file = self.file_for(ino, fh, false)?;
         let _one_stream = (size >= STREAM_READ_BYTES)
             .then(|| file.stream_lock.lock().unwrap_or_else(|e| e.into_inner()));
         let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
@@ -606,8 +727,19 @@ impl KernelFs {
         Ok(buf)
     }
 
-    fn do_write(&self, fh: fuser::FileHandle, offset: u64, data: &[u8]) -> Result<u32, Errno> {
-        let file = self.file(fh)?;
+    fn do_write(
+        &self,
+        ino: INodeNo,
+        fh: fuser::FileHandle,
+        offset: u64,
+        data: &[u8],
+        host_flags: i32,
+    ) -> Result<u32, Errno> {
+        let file = self.file_for(ino, fh, true)?;
+        if file.append_only && host_flags & libc::O_APPEND == 0 {
+            // What opening it without O_APPEND would have said.
+            return Err(Errno::EPERM);
+        }
         let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
         let mut done = 0;
         while done < data.len() {
@@ -665,6 +797,14 @@ struct XattrTarget {
     node: Arc<Inode>,
     path: CString,
     _fd: Arc<KernelFd>,
+}
+
+/// Whether `name` is one of the extended attributes that hold POSIX ACLs.
+fn is_posix_acl(name: &std::ffi::CStr) -> bool {
+    matches!(
+        name.to_bytes(),
+        b"system.posix_acl_access" | b"system.posix_acl_default"
+    )
 }
 
 /// Host open flags → kernel flags for reopening through `/proc/self/fd`, and the FUSE open
@@ -757,9 +897,22 @@ impl Filesystem for KernelFs {
         } else {
             wanted
         };
+        // POSIX_ACL: the host checks permissions itself, POSIX ACLs (which it asks us for)
+        // included, exactly as the kernel here would. It then needs no OPEN to check them,
+        // so none is answered (see `open`). Not where closing a descriptor does something
+        // (f2fs), which needs a descriptor per open. An O_TRUNC open is then a truncate
+        // of its own: with ATOMIC_O_TRUNC the host would expect the OPEN to truncate.
+        let host_checks =
+            !self.acts_on_close && config.capabilities().contains(InitFlags::FUSE_POSIX_ACL);
+        let wanted = if host_checks {
+            (wanted - InitFlags::FUSE_ATOMIC_O_TRUNC) | InitFlags::FUSE_POSIX_ACL
+        } else {
+            wanted
+        };
         let supported = config.capabilities() & wanted;
         let _ = config.add_capabilities(supported);
         self.writeback = supported.contains(InitFlags::FUSE_WRITEBACK_CACHE);
+        self.host_opens = supported.contains(InitFlags::FUSE_POSIX_ACL);
         let _ = config.set_max_write(MAX_IO);
         let _ = config.set_max_readahead(MAX_IO);
         Ok(())
@@ -800,7 +953,8 @@ impl Filesystem for KernelFs {
     ) {
         serve!(self, req, reply);
         let result = (|| {
-            if let Some(fh) = fh {
+            // Handle 0: a file the host opened without asking (see `open`).
+            if let Some(fh) = fh.filter(|fh| fh.0 != 0) {
                 let file = self.file(fh)?;
                 let st = sys::statx(&file.fd, c"", b::AT_EMPTY_PATH as i32, inode::STATX_MASK)?;
                 return Ok(attr(ino.0, &st));
@@ -886,7 +1040,10 @@ impl Filesystem for KernelFs {
         serve!(self, req, reply);
         let (_, dir) = try_reply!(reply, self.node_fd(parent));
         let name = try_reply!(reply, cname(name));
-        try_reply!(reply, sys::unlinkat(&*dir, &name, 0));
+        try_reply!(
+            reply,
+            self.remove_name(&dir, &name, || sys::unlinkat(&*dir, &name, 0))
+        );
         reply.ok();
     }
 
@@ -931,8 +1088,15 @@ impl Filesystem for KernelFs {
         let result = (|| {
             let (_, olddir) = self.node_fd(parent)?;
             let (_, newdir) = self.node_fd(newparent)?;
+            let (name, newname) = (cname(name)?, cname(newname)?);
+            let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
             let flags = abi::rename_flags_to_kernel(flags.bits())?;
-            sys::renameat2(&*olddir, &cname(name)?, &*newdir, &cname(newname)?, flags)
+            let rename = || sys::renameat2(&*olddir, &name, &*newdir, &newname, flags);
+            if exchange {
+                rename() // nothing loses its name
+            } else {
+                self.remove_name(&newdir, &newname, rename)
+            }
         })();
         try_reply!(reply, result);
         reply.ok();
@@ -958,7 +1122,15 @@ impl Filesystem for KernelFs {
         reply.entry(&self.entry_ttl(newparent), &attr, generation);
     }
 
+    /// Where the host checks permissions itself (see `init`), it is told once that we do
+    /// not open files: ENOSYS, after which it opens regular files without asking, and
+    /// reading a small file the host has cached costs no request at all. Reads and writes
+    /// then name only the node (file handle 0) and use the node's own open file.
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.host_opens {
+            let _serving = self.workers.serving();
+            return reply.error(fuser::Errno::ENOSYS);
+        }
         serve!(self, req, reply);
         let (fh, fopen) = try_reply!(reply, self.do_open(ino, flags.0));
         reply.opened(fh, fopen);
@@ -967,7 +1139,7 @@ impl Filesystem for KernelFs {
     fn read(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: fuser::FileHandle,
         offset: u64,
         size: u32,
@@ -976,24 +1148,24 @@ impl Filesystem for KernelFs {
         reply: ReplyData,
     ) {
         serve!(self, req, reply);
-        let data = try_reply!(reply, self.do_read(fh, offset, size));
+        let data = try_reply!(reply, self.do_read(ino, fh, offset, size));
         reply.data(&data);
     }
 
     fn write(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: fuser::FileHandle,
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         serve!(self, req, reply);
-        let n = try_reply!(reply, self.do_write(fh, offset, data));
+        let n = try_reply!(reply, self.do_write(ino, fh, offset, data, flags.0));
         reply.written(n);
     }
 
@@ -1041,13 +1213,13 @@ impl Filesystem for KernelFs {
     fn fsync(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: fuser::FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
         serve!(self, req, reply);
-        let file = try_reply!(reply, self.file(fh));
+        let file = try_reply!(reply, self.file_for(ino, fh, false));
         let result = if datasync {
             sys::fdatasync(&file.fd)
         } else {
@@ -1210,7 +1382,7 @@ impl Filesystem for KernelFs {
     fn ioctl(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: fuser::FileHandle,
         _flags: fuser::IoctlFlags,
         cmd: u32,
@@ -1224,7 +1396,7 @@ impl Filesystem for KernelFs {
         };
         serve!(self, req, reply);
         let result = (|| {
-            let file = self.file(fh)?;
+            let file = self.file_for(ino, fh, false)?;
             let mut arg = vec![0u8; request.arg_size()];
             if request.returns_arg() {
                 if (out_size as usize) < arg.len() {
@@ -1235,6 +1407,10 @@ impl Filesystem for KernelFs {
                 arg.copy_from_slice(given);
             }
             sys::ioctl_file_attr(&file.fd, request, &mut arg)?;
+            if !request.returns_arg() && self.host_opens {
+                // Append-only may have come or gone: the node's own file opens accordingly.
+                self.inodes.reopen_node_file(&*self.node(ino)?);
+            }
             Ok(if request.returns_arg() {
                 arg
             } else {
@@ -1254,7 +1430,15 @@ impl Filesystem for KernelFs {
             }
             let name = cname(name)?;
             let mut buf = vec![0u8; (size as usize).min(b::XATTR_SIZE_MAX as usize)];
-            let n = sys::getxattr(&path, &name, &mut buf)?;
+            let n = match sys::getxattr(&path, &name, &mut buf) {
+                // The host asks for ACLs to check permissions (see `init`) and takes
+                // "not supported" for a failed check: on filesystems without ACLs there
+                // simply is none.
+                Err(Errno::EOPNOTSUPP) if self.host_opens && is_posix_acl(&name) => {
+                    Err(Errno::ENODATA)
+                }
+                result => result,
+            }?;
             buf.truncate(n);
             Ok((n, buf))
         })();
@@ -1359,7 +1543,7 @@ impl Filesystem for KernelFs {
     fn fallocate(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: fuser::FileHandle,
         offset: u64,
         length: u64,
@@ -1368,7 +1552,7 @@ impl Filesystem for KernelFs {
     ) {
         serve!(self, req, reply);
         let result = (|| {
-            let file = self.file(fh)?;
+            let file = self.file_for(ino, fh, true)?;
             let offset = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
             let length = i64::try_from(length).map_err(|_| Errno::EINVAL)?;
             sys::fallocate(
@@ -1385,14 +1569,14 @@ impl Filesystem for KernelFs {
     fn lseek(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: fuser::FileHandle,
         offset: i64,
         whence: i32,
         reply: ReplyLseek,
     ) {
         serve!(self, req, reply);
-        let file = try_reply!(reply, self.file(fh));
+        let file = try_reply!(reply, self.file_for(ino, fh, false));
         let whence = try_reply!(reply, u32::try_from(whence).map_err(|_| Errno::EINVAL));
         let pos = try_reply!(reply, sys::lseek(&file.fd, offset, whence));
         reply.offset(pos);
@@ -1401,10 +1585,10 @@ impl Filesystem for KernelFs {
     fn copy_file_range(
         &self,
         req: &Request,
-        _ino_in: INodeNo,
+        ino_in: INodeNo,
         fh_in: fuser::FileHandle,
         offset_in: u64,
-        _ino_out: INodeNo,
+        ino_out: INodeNo,
         fh_out: fuser::FileHandle,
         offset_out: u64,
         len: u64,
@@ -1413,8 +1597,8 @@ impl Filesystem for KernelFs {
     ) {
         serve!(self, req, reply);
         let result = (|| {
-            let fin = self.file(fh_in)?;
-            let fout = self.file(fh_out)?;
+            let fin = self.file_for(ino_in, fh_in, false)?;
+            let fout = self.file_for(ino_out, fh_out, true)?;
             let mut off_in = i64::try_from(offset_in).map_err(|_| Errno::EINVAL)?;
             let mut off_out = i64::try_from(offset_out).map_err(|_| Errno::EINVAL)?;
             // The reply carries a u32 count.

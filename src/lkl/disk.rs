@@ -315,6 +315,10 @@ impl Disk {
             }
             Err(e) => return Err(kernel_err("mount", &device_name)(e)),
         }
+        // What the kernel made of it: some types are read-only whatever was asked (squashfs,
+        // ISO 9660, EROFS), others turn so on features they cannot write.
+        let read_only = read_only
+            || sys::statfs(&path).is_ok_and(|st| st.flags & crate::lkl::abi::st::RDONLY != 0);
         Ok(Mount {
             path,
             device,
