@@ -872,15 +872,17 @@ fn ext4_mmap_and_renameat2() {
     });
 }
 
-/// The host opens regular files without asking the daemon (it checks permissions itself):
-/// reads and writes then name only the file. A file must stay readable and writable through
+/// With `default_permissions` the host opens regular files without asking the daemon (it
+/// checks permissions itself): reads and writes then name only the file. A file must stay readable and writable through
 /// descriptors opened before its name went (removed, or replaced by a rename), also with
 /// more such files than the daemon keeps its own descriptors for; `O_TRUNC` must still
 /// truncate on the image; and opening must still be refused where the caller may not.
 #[test]
 fn ext4_open_files_outlive_their_names() {
     fuse_test(FILE, "ext4_open_files", LIMIT, |dir| {
-        let (img, mnt, d, m) = mount_fresh_ext4(&dir, &["type=ext4", "allow_other"]);
+        // default_permissions: the host checks permissions and opens files without asking.
+        let opts = ["type=ext4", "allow_other", "default_permissions"];
+        let (img, mnt, d, m) = mount_fresh_ext4(&dir, &opts);
         let code = "import os, resource, sys\n\
                     m = sys.argv[1]\nn = 1100\n\
                     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n\
@@ -1153,6 +1155,28 @@ fn btrfs_basic_operations() {
 #[test]
 fn vfat_basic_operations() {
     exercise(Fs::Vfat);
+}
+
+/// With `default_permissions` the host checks permissions itself and asks the daemon for
+/// POSIX ACLs to do so. A filesystem without ACLs (vfat) must not turn that question into a
+/// failed open for users other than the owner.
+#[test]
+fn vfat_other_users_open_files() {
+    fuse_test(FILE, "vfat_other_users", LIMIT, |dir| {
+        let img = dir.join("vfat.img");
+        make_fs(Fs::Vfat, &img, &dir);
+        let mnt = subdir(&dir, "mnt", 0o755, None);
+        let d = start(&img, &mnt, &["allow_other", "default_permissions"]);
+        fs::write(mnt.join("shared.txt"), b"for all\n").expect("write shared.txt");
+        let path = format!("{}/shared.txt", fuse::path_str(&mnt));
+        let out = run_as(2002, 2002, &[], "cat", &[&path]);
+        assert!(
+            out.ok() && out.stdout == "for all\n",
+            "uid 2002 reads a vfat file (mode 0755, owned by root): {}",
+            out.describe()
+        );
+        d.stop();
+    });
 }
 
 #[test]

@@ -295,6 +295,7 @@ fn mount(config: &Config) -> Result<Mounted, Error> {
         .map_err(|e| Error::Kernel(format!("serving the mount: {e}")))?
         .shared_with_other_users(config.fuse.allow_other)
         .host_honours_setuid(!config.fuse.nosuid)
+        .host_checks_permissions(config.fuse.default_permissions)
         .names_stable(mount.names_stable())
         .acts_on_close(mount.acts_on_close())
         .writeback_cache(config.writeback_cache)

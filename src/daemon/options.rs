@@ -479,7 +479,8 @@ const OPTION_HELP: &[(&str, &str)] = &[
     ("allow_root", "let the owner and root use the mount"),
     (
         "default_permissions",
-        "let the host kernel check permission bits (it does anyway, ACLs included, except on f2fs)",
+        "let the host kernel check permissions, ACLs included; files then open without a \
+         request (faster reads, one request more per file created or removed)",
     ),
     (
         "fsname=NAME",

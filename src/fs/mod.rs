@@ -13,12 +13,13 @@
 //! `AT_EMPTY_PATH` or, where the kernel needs a real path, `/proc/self/fd/N` (the kernel's
 //! procfs is mounted for that). Errnos from the kernel reach the caller unchanged.
 //!
-//! Permissions are checked twice, by the same rules: the host kernel checks mode bits and
-//! POSIX ACLs (which it asks us for) as on a native mount, and every request then runs here
-//! as its caller. That lets the host open regular files without asking (see `open`): a
-//! read it can serve from its cache then costs no request at all. Where the host cannot
-//! check ACLs (before Linux 4.9), or the filesystem acts on each close (f2fs), files are
-//! opened here for each host open instead, and only the kernel here checks.
+//! Every request runs here as its caller, so the kernel here checks permissions. On
+//! read-only mounts and with `default_permissions` the host kernel checks them too, by the
+//! same rules (mode bits and POSIX ACLs, which it asks us for), and then opens regular
+//! files without asking (see `open`): a read it can serve from its cache costs no request
+//! at all. Not by default on read-write mounts, where the host would then ask for a
+//! directory's attributes again after each change in it (see `init`); nor where the host
+//! cannot check ACLs (before Linux 4.9) or the filesystem acts on each close (f2fs).
 //!
 //! POSIX and BSD locks are left to the host kernel (the lock requests answer `ENOSYS`, so
 //! FUSE keeps them local): the mount is the only way into the image while it is mounted, so
@@ -120,6 +121,8 @@ pub struct KernelFs {
     /// The host opens regular files itself, checking permissions (POSIX ACLs included) on
     /// its own: it sends no OPEN, and reads and writes come with file handle 0 (see `open`).
     host_opens: bool,
+    /// The mount has `default_permissions`: the host checks permissions whatever we ask.
+    host_checks_anyway: bool,
     /// What workers do between requests (see [`KernelFs::workers`]).
     workers: Arc<Workers>,
 }
@@ -295,6 +298,7 @@ impl KernelFs {
             writeback: false,
             acts_on_close: true,
             host_opens: false,
+            host_checks_anyway: false,
             workers: Workers::new(1, Duration::ZERO, Duration::ZERO),
         })
     }
@@ -304,6 +308,13 @@ impl KernelFs {
     /// [`KernelFs::entry_ttl`]).
     pub fn shared_with_other_users(mut self, shared: bool) -> KernelFs {
         self.shared = shared;
+        self
+    }
+
+    /// Tells the filesystem that the host mount has `default_permissions`: the host checks
+    /// permissions itself anyway, so it may as well open files without asking (see `open`).
+    pub fn host_checks_permissions(mut self, checks: bool) -> KernelFs {
+        self.host_checks_anyway = checks;
         self
     }
 
@@ -899,11 +910,16 @@ impl Filesystem for KernelFs {
         };
         // POSIX_ACL: the host checks permissions itself, POSIX ACLs (which it asks us for)
         // included, exactly as the kernel here would. It then needs no OPEN to check them,
-        // so none is answered (see `open`). Not where closing a descriptor does something
-        // (f2fs), which needs a descriptor per open. An O_TRUNC open is then a truncate
-        // of its own: with ATOMIC_O_TRUNC the host would expect the OPEN to truncate.
-        let host_checks =
-            !self.acts_on_close && config.capabilities().contains(InitFlags::FUSE_POSIX_ACL);
+        // so none is answered (see `open`). The host then also asks for a directory's
+        // attributes again after each change in it, before its next permission check
+        // there: one request more per file created or removed. So only where that costs
+        // nothing: on read-only mounts, and where the host checks anyway
+        // (`default_permissions`). Not where closing a descriptor does something (f2fs),
+        // which needs a descriptor per open. An O_TRUNC open is then a truncate of its
+        // own: with ATOMIC_O_TRUNC the host would expect the OPEN to truncate.
+        let host_checks = (self.read_only || self.host_checks_anyway)
+            && !self.acts_on_close
+            && config.capabilities().contains(InitFlags::FUSE_POSIX_ACL);
         let wanted = if host_checks {
             (wanted - InitFlags::FUSE_ATOMIC_O_TRUNC) | InitFlags::FUSE_POSIX_ACL
         } else {
