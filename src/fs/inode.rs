@@ -192,13 +192,9 @@ impl InodeTable {
             }
             *cached = Some(fd);
         }
-        let mut queue = lock(&self.fd_cache);
-        queue.push_back(Arc::downgrade(inode));
-        while queue.len() > FD_CACHE_MAX {
-            if let Some(old) = queue.pop_front().and_then(|w| w.upgrade()) {
-                lock(&old.cached).take();
-            }
-        }
+        remember(&self.fd_cache, inode, FD_CACHE_MAX, |old| {
+            lock(&old.cached).take();
+        });
     }
 
     /// Looks `name` up in directory `parent` and counts one more host reference to it.
@@ -339,13 +335,9 @@ impl InodeTable {
         *slot = Some((file.clone(), write));
         drop(slot);
         if first {
-            let mut queue = lock(&self.file_cache);
-            queue.push_back(Arc::downgrade(inode));
-            while queue.len() > NODE_FILES_MAX {
-                if let Some(old) = queue.pop_front().and_then(|w| w.upgrade()) {
-                    lock(&old.file).take();
-                }
-            }
+            remember(&self.file_cache, inode, NODE_FILES_MAX, |old| {
+                lock(&old.file).take();
+            });
         }
         Ok(file)
     }
@@ -468,6 +460,23 @@ fn handle_generation(handle: &FileHandle) -> u64 {
     handle.bytes.get(at..at + 4).map_or(0, |b| {
         u64::from(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
     })
+}
+
+/// Adds `inode` to `queue` (oldest first), then lets go of what the oldest nodes hold
+/// (`drop_held`) until at most `max` remain.
+fn remember(
+    queue: &Mutex<VecDeque<Weak<Inode>>>,
+    inode: &Arc<Inode>,
+    max: usize,
+    drop_held: impl Fn(&Inode),
+) {
+    let mut queue = lock(queue);
+    queue.push_back(Arc::downgrade(inode));
+    while queue.len() > max {
+        if let Some(old) = queue.pop_front().and_then(|w| w.upgrade()) {
+            drop_held(&old);
+        }
+    }
 }
 
 /// The descriptor `inode` holds now, if any: pinned, kept, or still in the cache.
