@@ -154,6 +154,12 @@ t1 = time.monotonic()
 for p in names:
     os.stat(p)
 t2 = time.monotonic()
+# The tree walks people type: names only (find reads directories and needs no stat on
+# ext4), then all that ls -l shows, which also asks two extended attributes of each file.
+subprocess.run(["find", root], stdout=subprocess.DEVNULL, check=True)
+tf = time.monotonic()
+subprocess.run(["ls", "-lR", root], stdout=subprocess.DEVNULL, check=True)
+tl = time.monotonic()
 for p in names:
     with open(p, "rb") as f:
         f.read()
@@ -165,7 +171,8 @@ t4 = time.monotonic()
 for p in names:
     os.unlink(p)
 t5 = time.monotonic()
-print(f"{t1 - t:.6f} {t2 - t1:.6f} {t3 - t2:.6f} {t4 - t3:.6f} {t5 - t4:.6f}")
+print(f"{t1 - t:.6f} {t2 - t1:.6f} {tf - t2:.6f} {tl - tf:.6f} {t3 - tl:.6f} {t4 - t3:.6f} "
+      f"{t5 - t4:.6f}")
 EOF
 }
 
@@ -212,8 +219,9 @@ for round in $(seq 1 "$rounds"); do for v in "${variants[@]}"; do
   fi
 
   # small files
-  read -r c s r k u < <(small_files)
+  read -r c s f l r k u < <(small_files)
   record "$v" small_create_s "$c"; record "$v" small_stat_s "$s"
+  record "$v" small_find_s "$f"; record "$v" small_ls_lR_s "$l"
   record "$v" small_read_s "$r"; record "$v" small_cat_s "$k"
   record "$v" small_unlink_s "$u"
   rm -rf "$mnt/small"
@@ -260,4 +268,34 @@ for metric, vals in rows.items():
     print(line)
 if base:
     print("ratios: > 1 means faster than native (times are inverted so that higher is better)")
+
+# The project's speed goals, checked for each lklfuse variant that has the numbers.
+def speedup(metric, v, ref):  # how many times faster v is than ref (times inverted)
+    vals = rows.get(metric, {})
+    a, b = vals.get(v), vals.get(ref)
+    if not a or not b:
+        return None
+    return a / b if higher_better(metric) else b / a
+
+goals = [("mount ready <= 50 ms", lambda v: rows.get("mount_ready_s", {}).get(v), lambda x: x * 1000 <= 50, "{:.0f} ms", 1000)]
+for m in ("seq_read_MBps", "seq_write_MBps"):
+    goals.append((f"{m} >= 0.8x native", lambda v, m=m: speedup(m, v, "native"), lambda x: x >= 0.8, "{:.2f}x", 1))
+goals.append(("randread_4j_d0 >= 0.5x native", lambda v: speedup("randread_4j_d0_iops", v, "native"), lambda x: x >= 0.5, "{:.2f}x", 1))
+goals.append(("randread_4j_d0 >= 1.6x own 1 job", lambda v: (rows.get("randread_4j_d0_iops", {}).get(v) or 0) / (rows.get("randread_1j_d0_iops", {}).get(v) or float("nan")), lambda x: x >= 1.6, "{:.2f}x", 1))
+for m in ("small_create_s", "small_stat_s", "small_find_s", "small_ls_lR_s", "small_unlink_s", "untar_s", "du_s", "rm_rf_s"):
+    goals.append((f"{m[:-2]} >= 3x fuse2fs", lambda v, m=m: speedup(m, v, "fuse2fs"), lambda x: x >= 3, "{:.2f}x", 1))
+goals.append(("cat >= 0.8x native", lambda v: speedup("small_cat_s", v, "native"), lambda x: x >= 0.8, "{:.2f}x", 1))
+goals.append(("peak RSS <= 96 MiB", lambda v: rows.get("peak_rss_MiB", {}).get(v), lambda x: x <= 96, "{:.0f} MiB", 1))
+ours = [v for v in variants if v.startswith("lklfuse")]
+print()
+print(f"{'goal':<34}" + "".join(f"{v:>16}" for v in ours))
+for name, value, met, fmt, scale in goals:
+    cells = []
+    for v in ours:
+        x = value(v)
+        if x is None or x != x:
+            cells.append(f"{'-':>16}")
+        else:
+            cells.append(f"{(fmt.format(x * scale) + (' ok' if met(x) else ' MISS')):>16}")
+    print(f"{name:<34}" + "".join(cells))
 EOF
