@@ -329,8 +329,9 @@ fn lklfuse_extra() -> String {
     para(
         &mut s,
         "allow_other lets other users use the mount; for mounts made by ordinary users it \
-         needs user_allow_other in /etc/fuse.conf. Combine it with default_permissions so \
-         that the host kernel checks permission bits.",
+         needs user_allow_other in /etc/fuse.conf. Each request runs as its caller, so every \
+         user gets the permissions a native mount gives: the kernel inside the daemon checks \
+         them, and so does the host kernel unless no_default_permissions is given.",
     );
 
     sh(&mut s, "SYSTEMD");

@@ -279,6 +279,15 @@ fn poll_probe(probe: impl Fn() -> String, want: &str) -> String {
     }
 }
 
+/// Who checks permissions on the mount: the host kernel as well as the kernel inside the
+/// daemon (the default, `default_permissions`), or the kernel inside alone
+/// (`no_default_permissions`). Every allow_other case runs with one or both.
+#[derive(Clone, Copy, Debug)]
+enum Checks {
+    HostToo,
+    DaemonOnly,
+}
+
 /// A populated image served with allow_other by a daemon run as `user` (None: root), and
 /// the native reference: the same image (a byte copy) mounted by the host's ext4.
 struct Shared {
@@ -291,7 +300,7 @@ struct Shared {
     who: String,
 }
 
-fn allow_other_setup(dir: &Path, user: Option<(u32, u32)>) -> Shared {
+fn allow_other_setup(dir: &Path, user: Option<(u32, u32)>, checks: Checks) -> Shared {
     let img = dir.join("users.img");
     // The image's root belongs to A: A populates it through the mount in both cases.
     make_ext4_owned(&img, 64, A, A);
@@ -301,7 +310,10 @@ fn allow_other_setup(dir: &Path, user: Option<(u32, u32)>) -> Shared {
         fs::set_permissions(&img, fs::Permissions::from_mode(0o600)).expect("chmod image");
     }
     let mnt = subdir(dir, "mnt", 0o755, user);
-    let opts = ["type=ext4", "allow_other"];
+    let opts = match checks {
+        Checks::HostToo => ["type=ext4", "allow_other", "default_permissions"],
+        Checks::DaemonOnly => ["type=ext4", "allow_other", "no_default_permissions"],
+    };
     let start = || {
         match user {
             None => Daemon::start(&img, &mnt, &opts),
@@ -325,8 +337,8 @@ fn allow_other_setup(dir: &Path, user: Option<(u32, u32)>) -> Shared {
     // A fresh daemon: nothing of the population left in the host's caches.
     let daemon = start();
     let who = match user {
-        None => "root daemon".to_string(),
-        Some((u, _)) => format!("daemon uid {u}"),
+        None => format!("root daemon, {checks:?}"),
+        Some((u, _)) => format!("daemon uid {u}, {checks:?}"),
     };
     Shared {
         img,
@@ -358,7 +370,7 @@ fn assert_same_as_native(who: &str, rows: &[(String, String, String)]) {
 }
 
 /// The allow_other test for a daemon run as `user` (None: root).
-fn allow_other_case(dir: &Path, user: Option<(u32, u32)>) {
+fn allow_other_case(dir: &Path, user: Option<(u32, u32)>, checks: Checks) {
     let Shared {
         img,
         daemon: d,
@@ -366,7 +378,7 @@ fn allow_other_case(dir: &Path, user: Option<(u32, u32)>) {
         m,
         n,
         who,
-    } = allow_other_setup(dir, user);
+    } = allow_other_setup(dir, user, checks);
     let mut rows: Vec<(String, String, String)> = Vec::new();
     let both = |phase: &str, groups: &[u32], rows: &mut Vec<(String, String, String)>| {
         let f = table(&py_as(B, B, groups, PROBE, &[&m, phase]), phase);
@@ -462,50 +474,58 @@ fn allow_other_case(dir: &Path, user: Option<(u32, u32)>) {
 #[test]
 fn allow_other_root_daemon_matches_native_errnos() {
     fuse_test(FILE, "allow_other_root", LIMIT, |dir| {
-        allow_other_case(&dir, None)
+        allow_other_case(&dir, None, Checks::HostToo)
     });
 }
 
 #[test]
 fn allow_other_unprivileged_daemon_matches_native_errnos() {
     fuse_test(FILE, "allow_other_user", LIMIT, |dir| {
-        allow_other_case(&dir, Some((A, A)))
+        // The daemon's own checks alone: nothing on the host stands in for them.
+        allow_other_case(&dir, Some((A, A)), Checks::DaemonOnly)
     });
 }
 
 /// Search permission on a directory must hold for every access, also right after its owner
-/// used a path below it (the host caches that path's dentry and attributes for the mount's
-/// 1 s timeouts).
+/// used a path below it (the host caches that path's dentry and attributes), whoever
+/// checks permissions.
 #[test]
 fn allow_other_cached_path_keeps_search_permission() {
     fuse_test(FILE, "allow_other_cached", LIMIT, |dir| {
-        let Shared {
-            img,
-            daemon: d,
-            native,
-            m,
-            n,
-            who,
-        } = allow_other_setup(&dir, None);
-        let cached = |root: &str| table(&py(CACHED_TRAVERSAL, &[root]), "cached traversal");
-        let rows: Vec<(String, String, String)> = cached(&m)
-            .into_iter()
-            .zip(cached(&n))
-            .map(|((k, f), (_, r))| (k, f, r))
-            .collect();
-        for (k, _, r) in &rows {
-            let want = if k.starts_with("owner") {
-                "OK"
-            } else {
-                "EACCES"
-            };
-            assert_eq!(r, want, "native reference for {k:?}");
+        for checks in [Checks::DaemonOnly, Checks::HostToo] {
+            cached_path_case(&dir.join(format!("{checks:?}")), checks);
         }
-        assert_same_as_native(&who, &rows);
-        d.stop();
-        drop(native);
-        fsck_clean(Fs::Ext4, &img);
     });
+}
+
+fn cached_path_case(dir: &Path, checks: Checks) {
+    fs::create_dir_all(dir).expect("case directory");
+    let Shared {
+        img,
+        daemon: d,
+        native,
+        m,
+        n,
+        who,
+    } = allow_other_setup(dir, None, checks);
+    let cached = |root: &str| table(&py(CACHED_TRAVERSAL, &[root]), "cached traversal");
+    let rows: Vec<(String, String, String)> = cached(&m)
+        .into_iter()
+        .zip(cached(&n))
+        .map(|((k, f), (_, r))| (k, f, r))
+        .collect();
+    for (k, _, r) in &rows {
+        let want = if k.starts_with("owner") {
+            "OK"
+        } else {
+            "EACCES"
+        };
+        assert_eq!(r, want, "native reference for {k:?}");
+    }
+    assert_same_as_native(&who, &rows);
+    d.stop();
+    drop(native);
+    fsck_clean(Fs::Ext4, &img);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -229,7 +229,9 @@ pub struct FuseOptions {
     pub allow_other: bool,
     /// `allow_root`: the owner and root may use the mount.
     pub allow_root: bool,
-    /// `default_permissions`: the host kernel checks mode bits before calling us.
+    /// `default_permissions` (the default; `no_default_permissions` turns it off): the host
+    /// kernel checks permissions itself, ACLs included, before calling us, and then opens
+    /// files without asking (see `KernelFs::host_checks_permissions`).
     pub default_permissions: bool,
     /// `fsname=`: the mount's source in `/proc/self/mountinfo`; default: the image as given.
     pub fsname: String,
@@ -260,7 +262,7 @@ impl FuseOptions {
         FuseOptions {
             allow_other: false,
             allow_root: false,
-            default_permissions: false,
+            default_permissions: true,
             fsname,
             subtype: DEFAULT_SUBTYPE.to_owned(),
             auto_unmount: false,
@@ -478,9 +480,11 @@ const OPTION_HELP: &[(&str, &str)] = &[
     ("allow_other", "let every user use the mount"),
     ("allow_root", "let the owner and root use the mount"),
     (
-        "default_permissions",
-        "let the host kernel check permissions, ACLs included; files then open without a \
-         request (faster reads, one request more per file created or removed)",
+        "default_permissions, no_default_permissions",
+        "let the host kernel check permissions too, ACLs included, so that files open \
+         without a request (the default: cached small files read as fast as on a native \
+         mount) / leave every check to the kernel here (each open a request, but one \
+         request fewer per file created or removed)",
     ),
     (
         "fsname=NAME",
@@ -833,7 +837,9 @@ impl OptionParser {
         match name {
             "allow_other" => fuse.allow_other = true,
             "allow_root" => fuse.allow_root = true,
-            "default_permissions" => fuse.default_permissions = true,
+            "default_permissions" | "no_default_permissions" => {
+                fuse.default_permissions = name == "default_permissions"
+            }
             "auto_unmount" => fuse.auto_unmount = true,
             "debug" => self.debug = true,
             "writeback_cache" | "no_writeback_cache" => {
@@ -1036,6 +1042,7 @@ mod tests {
         assert_eq!(config.fuse.subtype, "lklfuse");
         assert!(config.fuse.nosuid && config.fuse.nodev);
         assert!(!config.fuse.allow_other && !config.fuse.allow_root);
+        assert!(config.fuse.default_permissions);
         assert_eq!(config.fuse.session_acl(), fuser::SessionACL::Owner);
         assert_eq!(config.preopened_fuse_fd(), None);
     }
@@ -1283,6 +1290,13 @@ mod tests {
         ]);
         assert!(config.fuse.allow_other && config.fuse.default_permissions);
         assert_eq!(config.fuse.session_acl(), fuser::SessionACL::All);
+        let off = |opts: &str| {
+            !run(&["lklfuse", "img", "mnt", "-o", opts])
+                .fuse
+                .default_permissions
+        };
+        assert!(off("no_default_permissions"));
+        assert!(!off("no_default_permissions,default_permissions"));
         assert_eq!(config.fuse.fsname, "/dev/sdb1");
         assert_eq!(config.fuse.subtype, "lkl.ext4");
         let config = run(&["lklfuse", "img", "mnt", "-o", "allow_root"]);
@@ -1387,8 +1401,14 @@ mod tests {
                 MountOption::CUSTOM("subtype=lklfuse".to_owned()),
                 MountOption::NoSuid,
                 MountOption::NoDev,
+                MountOption::DefaultPermissions,
             ]
         );
+        let config = run(&["lklfuse", "img", "mnt", "-o", "no_default_permissions"]);
+        assert!(!config
+            .fuse
+            .mount_options()
+            .contains(&MountOption::DefaultPermissions));
         let config = run(&[
             "lklfuse",
             "img",

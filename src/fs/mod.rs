@@ -13,13 +13,13 @@
 //! `AT_EMPTY_PATH` or, where the kernel needs a real path, `/proc/self/fd/N` (the kernel's
 //! procfs is mounted for that). Errnos from the kernel reach the caller unchanged.
 //!
-//! Every request runs here as its caller, so the kernel here checks permissions. On
-//! read-only mounts and with `default_permissions` the host kernel checks them too, by the
-//! same rules (mode bits and POSIX ACLs, which it asks us for), and then opens regular
-//! files without asking (see `open`): a read it can serve from its cache costs no request
-//! at all. Not by default on read-write mounts, where the host would then ask for a
-//! directory's attributes again after each change in it (see `init`); nor where the host
-//! cannot check ACLs (before Linux 4.9) or the filesystem acts on each close (f2fs).
+//! Every request runs here as its caller, so the kernel here checks permissions. With
+//! `default_permissions` (the daemon's default) and on read-only mounts the host kernel
+//! checks them too, by the same rules (mode bits and POSIX ACLs, which it asks us for),
+//! and then opens regular files without asking (see `open`): a read it can serve from its
+//! cache costs no request at all. The price: the host asks for a directory's attributes
+//! again after each change in it (see `init`). Not where the host cannot check ACLs
+//! (before Linux 4.9) or the filesystem acts on each close (f2fs).
 //!
 //! POSIX and BSD locks are left to the host kernel (the lock requests answer `ENOSYS`, so
 //! FUSE keeps them local): the mount is the only way into the image while it is mounted, so
@@ -168,6 +168,8 @@ pub struct KernelFs {
     /// The host opens regular files itself, checking permissions (POSIX ACLs included) on
     /// its own: it sends no OPEN, and reads and writes come with file handle 0 (see `open`).
     host_opens: bool,
+    /// The host checks permissions with POSIX ACLs, which it asks us for (see `init`).
+    host_checks_acls: bool,
     /// The mount has `default_permissions`: the host checks permissions whatever we ask.
     host_checks_anyway: bool,
     /// What workers do between requests (see [`KernelFs::workers`]).
@@ -345,6 +347,7 @@ impl KernelFs {
             writeback: false,
             acts_on_close: true,
             host_opens: false,
+            host_checks_acls: false,
             host_checks_anyway: false,
             workers: Workers::new(1, Duration::ZERO, Duration::ZERO),
         })
@@ -435,10 +438,11 @@ impl KernelFs {
     /// checks them, as the caller, when a name is looked up. A cached name is not looked up
     /// again, so on a mount shared by several users a name that one user reached in a
     /// directory others may not search (mode 0700, say) would be usable by all of them until
-    /// it expires. Names in such directories are therefore not cached on shared mounts; names
-    /// in directories everyone may search are.
+    /// it expires. Names in such directories are therefore not cached on shared mounts
+    /// without `default_permissions`; names in directories everyone may search are. With
+    /// it the host checks each caller's right to search every directory of a path itself.
     fn entry_ttl(&self, parent: INodeNo) -> Duration {
-        if !self.shared {
+        if !self.shared || self.host_checks_anyway {
             return self.cache_ttl();
         }
         let searchable_by_all = self
@@ -991,26 +995,28 @@ impl Filesystem for KernelFs {
             wanted
         };
         // POSIX_ACL: the host checks permissions itself, POSIX ACLs (which it asks us for)
-        // included, exactly as the kernel here would. It then needs no OPEN to check them,
-        // so none is answered (see `open`). The host then also asks for a directory's
+        // included, exactly as the kernel here would. Taken wherever the host checks
+        // anyway (`default_permissions`, the default), so that it honours ACLs too, and on
+        // read-only mounts. The host then needs no OPEN to check permissions, so none is
+        // answered (see `open`), except where closing a descriptor does something (f2fs),
+        // which needs a descriptor per open. Its price: the host asks for a directory's
         // attributes again after each change in it, before its next permission check
-        // there: one request more per file created or removed. So only where that costs
-        // nothing: on read-only mounts, and where the host checks anyway
-        // (`default_permissions`). Not where closing a descriptor does something (f2fs),
-        // which needs a descriptor per open. An O_TRUNC open is then a truncate of its
-        // own: with ATOMIC_O_TRUNC the host would expect the OPEN to truncate.
-        let host_checks = (self.read_only || self.host_checks_anyway)
-            && !self.acts_on_close
+        // there, one request more per file created or removed. Without OPEN an O_TRUNC
+        // open is a truncate of its own: with ATOMIC_O_TRUNC the host would expect the
+        // OPEN to truncate.
+        let host_checks = (self.host_checks_anyway || (self.read_only && !self.acts_on_close))
             && config.capabilities().contains(InitFlags::FUSE_POSIX_ACL);
-        let wanted = if host_checks {
-            (wanted - InitFlags::FUSE_ATOMIC_O_TRUNC) | InitFlags::FUSE_POSIX_ACL
-        } else {
-            wanted
+        let host_opens = host_checks && !self.acts_on_close;
+        let wanted = match (host_checks, host_opens) {
+            (true, true) => (wanted - InitFlags::FUSE_ATOMIC_O_TRUNC) | InitFlags::FUSE_POSIX_ACL,
+            (true, false) => wanted | InitFlags::FUSE_POSIX_ACL,
+            _ => wanted,
         };
         let supported = config.capabilities() & wanted;
         let _ = config.add_capabilities(supported);
         self.writeback = supported.contains(InitFlags::FUSE_WRITEBACK_CACHE);
-        self.host_opens = supported.contains(InitFlags::FUSE_POSIX_ACL);
+        self.host_checks_acls = supported.contains(InitFlags::FUSE_POSIX_ACL);
+        self.host_opens = self.host_checks_acls && host_opens;
         let _ = config.set_max_write(MAX_IO);
         let _ = config.set_max_readahead(MAX_IO);
         Ok(())
@@ -1540,7 +1546,7 @@ impl Filesystem for KernelFs {
                 // The host asks for ACLs to check permissions (see `init`) and takes
                 // "not supported" for a failed check: on filesystems without ACLs there
                 // simply is none.
-                Err(Errno::EOPNOTSUPP) if self.host_opens && is_posix_acl(&name) => {
+                Err(Errno::EOPNOTSUPP) if self.host_checks_acls && is_posix_acl(&name) => {
                     Err(Errno::ENODATA)
                 }
                 result => result,
