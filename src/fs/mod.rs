@@ -781,6 +781,7 @@ impl KernelFs {
             stream.busy = true;
         }
         let _turn = StreamTurn(file);
+        let _in_order = workers::in_order_reads();
         loop {
             read_and_answer(file, read.offset, read.size, read.reply);
             let mut stream = file.stream.lock().unwrap_or_else(|e| e.into_inner());
